@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make lab` (the tutorial) and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+# torch is installed first and pinned: on Linux a bare `pip install torch` takes the
+# CUDA build (several GB). Override for your hardware, e.g. TORCH="torch==2.13.0 --index-url ..."
+TORCH  ?= torch==2.13.0
+
+.PHONY: install lab test lint notebooks-full clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -v tests
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -v --nbmake notebooks
+
+# Re-run every notebook with the full profile and keep the outputs in place.
+notebooks-full: install
+	BENCHMARK_PROFILE=full $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=-1 notebooks/*.ipynb
+
+clean:
+	rm -rf $(VENV) .pytest_cache

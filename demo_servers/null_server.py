@@ -1,0 +1,81 @@
+"""A server with no model: the yardstick for the load generator, and a test double.
+
+    python -m demo_servers.null_server --port 8002 [--delay S] [--block S]
+        [--fail-every N] [--stall-at N --stall-s S]
+
+`/predict` accepts any body and answers at once with a fixed prediction, so
+load against it measures the client and HTTP stack alone (the client ceiling).
+The options make it misbehave on purpose, for the tests and for notebook 06:
+`--delay` waits without blocking (requests overlap), `--block` blocks the event
+loop (requests are served one at a time, like the FastAPI baseline),
+`--fail-every` answers 500 to every Nth request, `--stall-at` freezes the whole
+server for `--stall-s` seconds at the Nth request.
+"""
+
+import argparse
+import asyncio
+import itertools
+import time
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from demo_servers.common import add_common_arguments, prepare_process
+
+ANSWER = {"predicted_label": 0, "predicted_class": "null", "score": 1.0}
+
+
+def create_app(
+    delay: float = 0.0,
+    block: float = 0.0,
+    fail_every: int = 0,
+    stall_at: int = 0,
+    stall_s: float = 0.0,
+) -> FastAPI:
+    app = FastAPI(title="null server")
+    counter = itertools.count(1)
+
+    @app.get("/health")
+    async def health():
+        return PlainTextResponse("ok")
+
+    @app.get("/info")
+    async def info():
+        return {"model": None, "server": {"name": "null", "delay": delay, "block": block}}
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        await request.body()
+        n = next(counter)
+        if n == stall_at:
+            time.sleep(stall_s)
+        if block:
+            time.sleep(block)
+        if delay:
+            await asyncio.sleep(delay)
+        if fail_every and n % fail_every == 0:
+            return JSONResponse({"detail": f"failure on request {n}, as asked"}, 500)
+        return ANSWER
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser, default_port=8002)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--block", type=float, default=0.0)
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--stall-at", type=int, default=0)
+    parser.add_argument("--stall-s", type=float, default=0.0)
+    args = parser.parse_args()
+    prepare_process(args)
+    app = create_app(args.delay, args.block, args.fail_every, args.stall_at, args.stall_s)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+    )
+
+
+if __name__ == "__main__":
+    main()
