@@ -6,21 +6,29 @@ statistics; ceilings; results on disk; plots.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import io
+import json
 import os
+import platform
+import random
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm, trange
 
 # ---------------------------------------------------------------- paths and images
 
@@ -267,3 +275,558 @@ atexit.register(stop_all_servers)
 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
     with contextlib.suppress(ValueError):  # not in the main thread
         signal.signal(signal.SIGTERM, _stop_servers_on_sigterm)
+
+
+# ---------------------------------------------------------------- load generation
+# Every request becomes one row. Times are seconds from the start of the run:
+# `scheduled_s` is when the request was due, `start_s` when it was sent, `end_s`
+# when its answer (or error) came back. Latency counts from the schedule, so a
+# client that could not send on time, or a server that stalls, is charged the
+# wait (no coordinated omission); `send_lag_s` shows how late the client was.
+
+
+def request_body(payload: dict | None = None) -> bytes:
+    """Serialize the JSON payload once; every request of a run reuses the bytes."""
+    return json.dumps(payload or image_payload()).encode()
+
+
+def make_client(connections: int, timeout: float = 300.0) -> httpx.AsyncClient:
+    """An httpx client sized for the load: httpx's defaults (5 s timeout, a pool of
+    100 connections) would fail or queue a 200-request burst on a slow machine."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=30.0),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        headers={"content-type": "application/json"},
+    )
+
+
+async def timed_request(
+    client: httpx.AsyncClient, url: str, body: bytes, t0: float, scheduled_s: float
+) -> dict:
+    """Send one request and describe it as a row; failures are rows too, never exceptions."""
+    start = time.perf_counter()
+    row = {"scheduled_s": scheduled_s, "start_s": start - t0, "status": None, "error": None}
+    row.update(predicted_label=None, predicted_class=None, score=None)
+    try:
+        response = await client.post(url, content=body)
+        row["status"] = response.status_code
+        if response.status_code == 200:
+            answer = response.json()
+            row.update({k: answer.get(k) for k in ("predicted_label", "predicted_class", "score")})
+        else:
+            row["error"] = response.text[:200]
+    except httpx.HTTPError as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    row["end_s"] = time.perf_counter() - t0
+    row["latency_s"] = row["end_s"] - scheduled_s
+    row["send_lag_s"] = row["start_s"] - scheduled_s
+    return row
+
+
+async def burst(url: str, n: int, body: bytes, timeout: float = 300.0) -> list[dict]:
+    """n identical requests fired at once (`asyncio.gather`), as the original did."""
+    async with make_client(n, timeout) as client:
+        t0 = time.perf_counter()
+        return list(
+            await asyncio.gather(*(timed_request(client, url, body, t0, 0.0) for _ in range(n)))
+        )
+
+
+async def closed_loop(
+    url: str,
+    concurrency: int,
+    body: bytes,
+    requests: int | None = None,
+    duration_s: float | None = None,
+    timeout: float = 300.0,
+) -> list[dict]:
+    """`concurrency` users, each sending its next request when the last one returns,
+    until `requests` have been sent or `duration_s` has passed."""
+    if requests is None and duration_s is None:
+        raise ValueError("give requests or duration_s")
+    rows: list[dict] = []
+    sent = 0
+
+    async def user(client, t0):
+        nonlocal sent
+        while (requests is None or sent < requests) and (
+            duration_s is None or time.perf_counter() - t0 < duration_s
+        ):
+            sent += 1
+            now = time.perf_counter() - t0
+            rows.append(await timed_request(client, url, body, t0, now))
+
+    async with make_client(concurrency, timeout) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(user(client, t0) for _ in range(concurrency)))
+    return rows
+
+
+def arrival_times(rate: float, n: int, arrivals: str = "poisson", seed: int = 0) -> list[float]:
+    """Send times (s) of n requests at `rate` per second: "constant" or "poisson"."""
+    if arrivals == "constant":
+        return [i / rate for i in range(n)]
+    if arrivals != "poisson":
+        raise ValueError(f"arrivals must be 'constant' or 'poisson', not {arrivals!r}")
+    rng = random.Random(seed)
+    times, t = [], 0.0
+    for _ in range(n):
+        times.append(t)
+        t += rng.expovariate(rate)
+    return times
+
+
+async def open_loop(
+    url: str,
+    rate: float,
+    body: bytes,
+    requests: int | None = None,
+    duration_s: float | None = None,
+    arrivals: str = "poisson",
+    seed: int = 0,
+    timeout: float = 300.0,
+    max_connections: int = 1000,
+) -> list[dict]:
+    """Requests sent on a schedule at `rate` per second, whether or not earlier ones
+    have returned: how real traffic arrives. Latency counts from the schedule."""
+    n = requests if requests is not None else int(rate * duration_s)
+    schedule = arrival_times(rate, n, arrivals, seed)
+    async with make_client(max_connections, timeout) as client:
+        t0 = time.perf_counter()
+        tasks = []
+        for due in schedule:
+            delay = due - (time.perf_counter() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(timed_request(client, url, body, t0, due)))
+        return list(await asyncio.gather(*tasks))
+
+
+LOAD_MODES = {"burst": burst, "closed": closed_loop, "open": open_loop}
+
+
+async def measure(
+    server: Server,
+    mode: str,
+    level: float,
+    *,
+    body: bytes | None = None,
+    warmup: int = 5,
+    repeats: int = 1,
+    save: bool = True,
+    progress: bool = False,
+    **load_options,
+) -> pd.DataFrame:
+    """Warm up, then run one load `repeats` times against a server; one row per request.
+
+    mode: "burst" (level = requests fired at once), "closed" (level = concurrency;
+    pass requests= or duration_s=) or "open" (level = requests/s; pass requests= or
+    duration_s=, arrivals=). Each repeat is saved to results/ as soon as it ends.
+    """
+    body = body or request_body()
+    url = f"{server.url}/predict"
+    frames = []
+    for repeat in trange(repeats, desc=f"{server.name} {mode} {level}", disable=not progress):
+        if warmup:
+            await burst(url, warmup, body)
+        args = (url, int(level), body) if mode != "open" else (url, level, body)
+        rows = await LOAD_MODES[mode](*args, **load_options)
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "request_id", range(len(frame)))
+        frame = frame.assign(**run_metadata(server, mode, level, repeat))
+        if save:
+            save_run(frame)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+async def sweep(
+    servers: list[Server], mode: str, levels: list[float], repeats: int = 1, **options
+) -> pd.DataFrame:
+    """`measure` every server at every level, `repeats` times each, with a progress bar."""
+    frames = []
+    with tqdm(total=len(servers) * len(levels), desc=f"{mode} sweep") as bar:
+        for server in servers:
+            for level in levels:
+                bar.set_postfix_str(f"{server.name} @ {level}")
+                frames.append(await measure(server, mode, level, repeats=repeats, **options))
+                bar.update()
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_sync(coroutine):
+    """Run a coroutine from plain code. (In a notebook, just `await` it.)"""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # already inside an event loop
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+# ---------------------------------------------------------------- statistics
+
+RUN_KEYS = ["run_id", "server", "options", "mode", "level", "repeat"]
+PERCENTILES = [50, 90, 95, 99]
+
+
+def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per run: counts, total runtime, throughput and latency statistics (ms)."""
+    by = by or [k for k in RUN_KEYS if k in requests]
+
+    def one_run(run: pd.DataFrame) -> pd.Series:
+        ok = run[run["status"] == 200]
+        latency_ms = ok["latency_s"] * 1000
+        runtime = run["end_s"].max() - run["scheduled_s"].min()
+        stats = {
+            "requests": len(run),
+            "errors": len(run) - len(ok),
+            "total_runtime_s": runtime,
+            "throughput_rps": len(ok) / runtime if runtime > 0 else float("nan"),
+            "mean_ms": latency_ms.mean(),
+            "std_ms": latency_ms.std(),
+        }
+        stats.update({f"p{p}_ms": latency_ms.quantile(p / 100) for p in PERCENTILES})
+        stats["max_ms"] = latency_ms.max()
+        stats["max_send_lag_ms"] = run["send_lag_s"].max() * 1000
+        return pd.Series(stats)
+
+    return requests.groupby(by, sort=False).apply(one_run, include_groups=False).reset_index()
+
+
+def spread(summary: pd.DataFrame, value: str, by=("server", "mode", "level")) -> pd.DataFrame:
+    """Median, min and max of `value` over repeated runs: a range, not one point."""
+    by = [k for k in by if k in summary]
+    table = summary.groupby(by, sort=False)[value].agg(["median", "min", "max", "count"])
+    return table.rename(columns={"count": "runs"}).reset_index()
+
+
+def load_reference() -> pd.DataFrame:
+    """The original benchmark's published figures (2x RTX 3080 Ti)."""
+    return pd.read_csv(ROOT / "reference" / "original_benchmark.csv")
+
+
+def original_tables(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The original README's two tables, this run beside the published figures.
+
+    1. total runtime per burst (s); 2. mean response time per request, printed as
+    the original did: mean ± 2 standard deviations (ms). Medians over repeats.
+    """
+    bursts = summary[summary["mode"] == "burst"].rename(columns={"level": "concurrency"})
+    reference = load_reference()
+    runtime = bursts.pivot_table("total_runtime_s", "concurrency", "server", aggfunc="median")
+    runtime = runtime.join(
+        reference.pivot(index="concurrency", columns="server", values="total_runtime_s").add_suffix(
+            " (original)"
+        ),
+        how="left",
+    )
+    mean = bursts.pivot_table("mean_ms", "concurrency", "server", aggfunc="median")
+    std = bursts.pivot_table("std_ms", "concurrency", "server", aggfunc="median")
+    latency = mean.round(1).astype(str) + " ± " + (2 * std).round(1).astype(str)
+    ref = reference.assign(
+        text=reference["mean_latency_ms"].round(1).astype(str)
+        + " ± "
+        + reference["latency_spread_ms"].round(1).astype(str)
+    )
+    latency = latency.join(
+        ref.pivot(index="concurrency", columns="server", values="text").add_suffix(" (original)"),
+        how="left",
+    )
+    return runtime, latency
+
+
+def percentile_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Latency percentiles (ms, median over repeats) per server and level."""
+    cols = [f"p{p}_ms" for p in PERCENTILES] + ["max_ms"]
+    return summary.groupby(["server", "mode", "level"], sort=False)[cols].median().round(1)
+
+
+def speedup(summary: pd.DataFrame, value: str = "total_runtime_s") -> pd.Series:
+    """fastapi / litserve of `value` per burst size: how many times faster LitServe was."""
+    table = summary[summary["mode"] == "burst"].pivot_table(value, "level", "server", "median")
+    return table["fastapi"] / table["litserve"]
+
+
+# ---------------------------------------------------------------- ceilings
+
+
+def model_ceiling(
+    batch_sizes=(1, 2, 4, 8, 16, 32, 64),
+    repeats: int = 5,
+    device: str | None = None,
+    threads: int | None = None,
+    classifier=None,
+) -> pd.DataFrame:
+    """Images/s of the model alone (no HTTP, no decoding) per batch size: the hardware ceiling.
+
+    Uses the servers' device and thread settings: on the CPU, all cores for one
+    process (FastAPI, or LitServe with one worker).
+    """
+    import torch
+
+    from demo_servers.model import cpu_threads_per_worker, load_classifier
+
+    classifier = classifier or load_classifier(device=device)
+    if classifier.device.type == "cpu":
+        torch.set_num_threads(threads or cpu_threads_per_worker(1))
+    pixels = classifier.preprocess([Image.open(CAT_IMAGE).convert("RGB")])
+    sync = torch.cuda.synchronize if classifier.device.type == "cuda" else (lambda: None)
+    rows = []
+    for batch_size in tqdm(batch_sizes, desc="model ceiling"):
+        batch = pixels.expand(batch_size, -1, -1, -1).contiguous()
+        classifier.probabilities(batch)  # warm-up
+        for repeat in range(repeats):
+            sync()
+            start = time.perf_counter()
+            classifier.probabilities(batch)
+            sync()
+            seconds = time.perf_counter() - start
+            rows.append({"batch_size": batch_size, "repeat": repeat, "seconds": seconds})
+    frame = pd.DataFrame(rows).assign(images_per_s=lambda d: d["batch_size"] / d["seconds"])
+    return frame.assign(device=str(classifier.device), torch_threads=torch.get_num_threads())
+
+
+def best_images_per_s(ceiling: pd.DataFrame) -> float:
+    """The highest median images/s over batch sizes."""
+    return ceiling.groupby("batch_size")["images_per_s"].median().max()
+
+
+async def client_ceiling(concurrency: int = 32, requests: int = 2000) -> dict:
+    """What the load generator alone can drive: closed loop against the null server.
+
+    Returns requests/s and the client's CPU time per request. If a served
+    benchmark gets near these numbers, the client, not the server, is measured.
+    """
+    with start_server("null", quiet=True) as server:
+        body = request_body()
+        await burst(f"{server.url}/predict", concurrency, body)  # warm-up
+        cpu, wall = time.process_time(), time.perf_counter()
+        rows = await closed_loop(f"{server.url}/predict", concurrency, body, requests=requests)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    ok = sum(r["status"] == 200 for r in rows)
+    return {
+        "concurrency": concurrency,
+        "requests": len(rows),
+        "errors": len(rows) - ok,
+        "requests_per_s": ok / wall,
+        "client_cpu_ms_per_request": 1000 * cpu / len(rows),
+        "payload_kib": len(body) / 1024,
+    }
+
+
+# ---------------------------------------------------------------- results on disk
+
+
+def environment() -> dict:
+    """Where the numbers come from: hardware and versions, stored with every run."""
+    import importlib.metadata as md
+
+    import torch
+
+    def version(package):
+        try:
+            return md.version(package)
+        except md.PackageNotFoundError:
+            return None
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "hostname": platform.node(),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "gpus": ", ".join(gpus) or "none",
+        **{f"{p}_version": version(p) for p in ("torch", "transformers", "litserve", "fastapi")},
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_metadata(server: Server, mode: str, level: float, repeat: int) -> dict:
+    info = server.info()
+    model = info.get("model") or {}
+    return {
+        "run_id": f"{time.strftime('%Y%m%d-%H%M%S')}-{server.name}-{mode}-{level}-"
+        f"{repeat}-{uuid.uuid4().hex[:6]}",
+        "server": server.name,
+        "options": json.dumps(server.options, sort_keys=True),
+        **{k: server.options.get(k) for k in ("max_batch_size", "batch_timeout")},
+        "mode": mode,
+        "level": level,
+        "repeat": repeat,
+        "weights": model.get("weights"),
+        **environment(),
+    }
+
+
+def save_run(frame: pd.DataFrame, results_dir: Path | None = None) -> Path:
+    """Write one run's rows to results/runs/<run_id>.csv (a crash loses only the run in flight)."""
+    folder = Path(results_dir or RESULTS_DIR) / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{frame['run_id'].iloc[0]}.csv"
+    frame.to_csv(path.with_suffix(".tmp"), index=False)
+    path.with_suffix(".tmp").rename(path)
+    return path
+
+
+def load_results(results_dir: Path | None = None, **filters) -> pd.DataFrame:
+    """Every saved run as one DataFrame; `filters` keep rows where column == value."""
+    paths = sorted((Path(results_dir or RESULTS_DIR) / "runs").glob("*.csv"))
+    if not paths:
+        return pd.DataFrame()
+    # Only empty cells are missing: "null" is a server's name, not NaN.
+    read = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
+    frame = pd.concat(read, ignore_index=True)
+    for column, value in filters.items():
+        frame = frame[frame[column] == value]
+    return frame.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- plots
+
+SERVER_COLORS = {"fastapi": "tab:blue", "litserve": "tab:orange", "null": "tab:gray"}
+
+
+def _axes(ncols: int = 1, width: float = 6.0):
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4), squeeze=False)
+    return figure, axes[0]
+
+
+def plot_runtime(summary: pd.DataFrame):
+    """Total runtime of each burst vs its size (the original's first table as a chart)."""
+    import seaborn as sns
+
+    figure, (ax,) = _axes()
+    data = summary[summary["mode"] == "burst"]
+    sns.lineplot(
+        data,
+        x="level",
+        y="total_runtime_s",
+        hue="server",
+        marker="o",
+        ax=ax,
+        estimator="median",
+        errorbar=("pi", 100),
+        palette=SERVER_COLORS,
+    )
+    ax.set(xlabel="concurrent requests in the burst", ylabel="total runtime (s)")
+    ax.set_title("Time to answer a whole burst (median, band = min-max over repeats)")
+    return figure
+
+
+def plot_throughput(summary: pd.DataFrame, ceiling_images_per_s: float | None = None):
+    """Throughput vs concurrency, with the model-alone ceiling as a dashed line."""
+    import seaborn as sns
+
+    figure, (ax,) = _axes()
+    sns.lineplot(
+        summary,
+        x="level",
+        y="throughput_rps",
+        hue="server",
+        marker="o",
+        ax=ax,
+        estimator="median",
+        errorbar=("pi", 100),
+        palette=SERVER_COLORS,
+    )
+    if ceiling_images_per_s:
+        ax.axhline(
+            ceiling_images_per_s, color="black", linestyle="--", label="model alone (ceiling)"
+        )
+        ax.legend()
+    ax.set(
+        xlabel="concurrency (requests in flight)", ylabel="throughput (requests/s)", ylim=(0, None)
+    )
+    ax.set_title("Served throughput vs the hardware ceiling")
+    return figure
+
+
+def plot_latency(requests: pd.DataFrame):
+    """Latency distribution per level and server: violins, and ECDFs with p50/p99 marked."""
+    import seaborn as sns
+
+    ok = requests[requests["status"] == 200].assign(latency_ms=lambda d: d["latency_s"] * 1000)
+    figure, (box, ecdf) = _axes(2)
+    sns.violinplot(
+        ok,
+        x="level",
+        y="latency_ms",
+        hue="server",
+        ax=box,
+        palette=SERVER_COLORS,
+        cut=0,
+        inner="quartile",
+        density_norm="width",
+    )
+    box.set(xlabel="concurrency", ylabel="latency (ms)", title="Latency per request (quartiles)")
+    sns.ecdfplot(ok, x="latency_ms", hue="server", ax=ecdf, palette=SERVER_COLORS)
+    for server, group in ok.groupby("server"):
+        for p, style in ((50, ":"), (99, "--")):
+            value = group["latency_ms"].quantile(p / 100)
+            ecdf.axvline(value, color=SERVER_COLORS.get(server), linestyle=style, linewidth=1)
+    ecdf.set(
+        xlabel="latency (ms)",
+        ylabel="fraction of requests",
+        title="ECDF, all levels (dotted p50, dashed p99)",
+    )
+    figure.tight_layout()
+    return figure
+
+
+def plot_latency_vs_throughput(summary: pd.DataFrame, percentile: int = 99):
+    """The serving trade-off: achieved throughput vs latency, one point per offered rate."""
+    import seaborn as sns
+
+    figure, (ax,) = _axes()
+    data = summary.sort_values("level")
+    for column, style in (("p50_ms", ":"), (f"p{percentile}_ms", "-")):
+        sns.lineplot(
+            data,
+            x="throughput_rps",
+            y=column,
+            hue="server",
+            marker="o",
+            linestyle=style,
+            ax=ax,
+            palette=SERVER_COLORS,
+            sort=False,
+            estimator=None,
+            legend=column == "p50_ms",
+        )
+    ax.set(
+        xlabel="achieved throughput (requests/s)",
+        ylabel="latency (ms), log scale",
+        yscale="log",
+        title=f"Latency vs throughput (dotted p50, solid p{percentile})",
+    )
+    return figure
+
+
+def plot_grid(summary: pd.DataFrame):
+    """Heatmaps over max_batch_size x batch_timeout: throughput and p95 latency."""
+    import seaborn as sns
+
+    figure, axes = _axes(2, width=5.5)
+    for ax, (value, title, cmap) in zip(
+        axes,
+        [
+            ("throughput_rps", "throughput (requests/s)", "viridis"),
+            ("p95_ms", "p95 latency (ms)", "viridis_r"),
+        ],
+        strict=True,
+    ):
+        table = summary.pivot_table(value, "max_batch_size", "batch_timeout", aggfunc="median")
+        sns.heatmap(table, annot=True, fmt=".0f", cmap=cmap, ax=ax)
+        ax.set(title=title, xlabel="batch_timeout (s)", ylabel="max_batch_size")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,210 @@
+"""The benchmark toolkit against a small real server (the null server, started by the helpers)."""
+
+import asyncio
+import warnings
+
+import matplotlib
+import pandas as pd
+import pytest
+
+import helpers
+
+matplotlib.use("Agg")
+BODY = helpers.request_body({"image_bytes": "00"})
+
+
+@pytest.fixture(scope="module")
+def null_server():
+    with helpers.start_server("null", quiet=True, replace=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def serial_server():
+    """Serves one request at a time, 50 ms each (like a blocking endpoint)."""
+    with helpers.start_server("null", quiet=True, replace=False, block=0.05) as server:
+        yield server
+
+
+def url(server):
+    return f"{server.url}/predict"
+
+
+def check_timing(rows):
+    for row in rows:
+        assert row["scheduled_s"] <= row["start_s"] <= row["end_s"]
+        assert row["latency_s"] == pytest.approx(row["end_s"] - row["scheduled_s"])
+
+
+def test_burst_sends_n_requests_at_once(null_server):
+    rows = asyncio.run(helpers.burst(url(null_server), 40, BODY))
+    assert len(rows) == 40 and {r["status"] for r in rows} == {200}
+    assert {r["scheduled_s"] for r in rows} == {0.0}
+    assert {r["predicted_class"] for r in rows} == {"null"}
+    check_timing(rows)
+
+
+def test_closed_loop_keeps_concurrency_and_stops_at_the_count(serial_server):
+    rows = asyncio.run(helpers.closed_loop(url(serial_server), 4, BODY, requests=20))
+    assert len(rows) == 20
+    check_timing(rows)
+    # one at a time, 50 ms each: 20 requests take about 1 s however many users wait
+    assert max(r["end_s"] for r in rows) == pytest.approx(1.0, abs=0.5)
+
+
+def test_closed_loop_for_a_duration(null_server):
+    rows = asyncio.run(helpers.closed_loop(url(null_server), 2, BODY, duration_s=0.5))
+    assert rows and max(r["start_s"] for r in rows) < 0.5
+
+
+def test_open_loop_follows_the_schedule(null_server):
+    rows = asyncio.run(
+        helpers.open_loop(url(null_server), 50, BODY, requests=25, arrivals="constant")
+    )
+    assert sorted(r["scheduled_s"] for r in rows) == pytest.approx([i / 50 for i in range(25)])
+    assert max(r["send_lag_s"] for r in rows) < 0.05
+    check_timing(rows)
+
+
+def test_open_loop_charges_a_stall_to_every_request_behind_it():
+    """Coordinated omission: latency from the schedule sees the stall; service time hides it."""
+    with helpers.start_server("null", quiet=True, replace=False, stall_at=5, stall_s=1.0) as server:
+        rows = asyncio.run(
+            helpers.open_loop(url(server), 20, BODY, requests=30, arrivals="constant")
+        )
+    rows.sort(key=lambda r: r["scheduled_s"])
+    # requests due during the 1 s stall (5th..~25th) all waited for it
+    assert rows[5]["latency_s"] > 0.9
+    assert sum(r["latency_s"] > 0.3 for r in rows) >= 10
+
+
+def test_arrival_times():
+    assert helpers.arrival_times(4, 3, "constant") == [0, 0.25, 0.5]
+    poisson = helpers.arrival_times(100, 5000, "poisson", seed=1)
+    assert poisson == helpers.arrival_times(100, 5000, "poisson", seed=1)
+    assert poisson[-1] / 5000 == pytest.approx(1 / 100, rel=0.05)
+
+
+def test_errors_are_rows_not_exceptions():
+    with helpers.start_server("null", quiet=True, replace=False, fail_every=3, delay=0.3) as server:
+        rows = asyncio.run(helpers.burst(url(server), 9, BODY))
+        assert sorted(r["status"] for r in rows) == [200] * 6 + [500] * 3
+        assert all("failure" in r["error"] for r in rows if r["status"] == 500)
+        timed_out = asyncio.run(helpers.burst(url(server), 3, BODY, timeout=0.1))
+    assert all(r["status"] is None and "Timeout" in r["error"] for r in timed_out)
+
+
+def test_measure_saves_each_run_and_loads_back(null_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(helpers, "RESULTS_DIR", tmp_path)
+    frame = asyncio.run(helpers.measure(null_server, "burst", 10, body=BODY, repeats=2))
+    assert len(frame) == 20 and frame["run_id"].nunique() == 2
+    loaded = helpers.load_results()
+    assert len(loaded) == 20 and set(loaded["server"]) == {"null"}
+    for column in ("cpu", "cpu_cores", "gpus", "torch_version", "litserve_version", "date"):
+        assert loaded[column].notna().all(), column
+    pd.testing.assert_series_equal(
+        frame.sort_values("end_s")["latency_s"].reset_index(drop=True),
+        loaded.sort_values("end_s")["latency_s"].reset_index(drop=True),
+    )
+    assert len(helpers.load_results(mode="open")) == 0
+
+
+def test_sync_wrapper_works_inside_and_outside_an_event_loop(null_server):
+    rows = helpers.run_sync(helpers.burst(url(null_server), 3, BODY))
+    assert len(rows) == 3
+
+    async def inside():
+        return helpers.run_sync(helpers.burst(url(null_server), 2, BODY))
+
+    assert len(asyncio.run(inside())) == 2
+
+
+FIXED = pd.DataFrame(
+    {
+        "run_id": "r1",
+        "server": "s",
+        "mode": "burst",
+        "level": 4,
+        "repeat": 0,
+        "scheduled_s": [0.0, 0.0, 0.0, 0.0, 0.0],
+        "start_s": [0.0, 0.0, 0.0, 0.0, 0.0],
+        "end_s": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "latency_s": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "send_lag_s": [0.0, 0.0, 0.0, 0.0, 0.0],
+        "status": [200, 200, 200, 200, 500],
+    }
+)
+
+
+def test_statistics_on_fixed_data():
+    row = helpers.summarize(FIXED).iloc[0]
+    assert row["requests"] == 5 and row["errors"] == 1
+    assert row["total_runtime_s"] == pytest.approx(0.5)
+    assert row["throughput_rps"] == pytest.approx(4 / 0.5)
+    assert row["mean_ms"] == pytest.approx(250)
+    assert row["std_ms"] == pytest.approx(129.0994, abs=1e-3)  # sample std of 100..400
+    assert row["p50_ms"] == pytest.approx(250)  # linear interpolation between 200 and 300
+    assert row["p90_ms"] == pytest.approx(370)
+    assert row["p99_ms"] == pytest.approx(397)
+    assert row["max_ms"] == pytest.approx(400)
+
+
+def test_spread_over_repeats():
+    summary = pd.DataFrame({"server": "s", "mode": "burst", "level": 10, "x": [3.0, 1.0, 2.0]})
+    table = helpers.spread(summary, "x").iloc[0]
+    assert (table["median"], table["min"], table["max"], table["runs"]) == (2.0, 1.0, 3.0, 3)
+
+
+def fake_summary():
+    rows = []
+    for server, per_request in (("fastapi", 0.1), ("litserve", 0.05)):
+        for level in (10, 50):
+            rows.append(
+                {
+                    "server": server, "mode": "burst", "level": level, "repeat": 0,
+                    "total_runtime_s": level * per_request, "throughput_rps": 1 / per_request,
+                    "mean_ms": 500.0, "std_ms": 100.0, "p50_ms": 400.0, "p90_ms": 800.0,
+                    "p95_ms": 900.0, "p99_ms": 990.0, "max_ms": 1000.0,
+                    "max_batch_size": 8, "batch_timeout": 0.05,
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_original_tables_sit_beside_the_reference():
+    runtime, latency = helpers.original_tables(fake_summary())
+    assert runtime.loc[10, "fastapi"] == pytest.approx(1.0)
+    assert runtime.loc[50, "litserve (original)"] == pytest.approx(0.342)
+    assert latency.loc[10, "fastapi"] == "500.0 ± 200.0"
+    assert latency.loc[10, "fastapi (original)"] == "81.6 ± 71.7"
+    assert helpers.speedup(fake_summary()).tolist() == pytest.approx([2.0, 2.0])
+
+
+def test_plots_render_without_warnings():
+    summary = fake_summary()
+    requests = pd.concat(
+        [FIXED.assign(server=s, level=lv) for s in ("fastapi", "litserve") for lv in (10, 50)]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures = [
+            helpers.plot_runtime(summary),
+            helpers.plot_throughput(summary, ceiling_images_per_s=25.0),
+            helpers.plot_latency(requests),
+            helpers.plot_latency_vs_throughput(summary.assign(mode="open")),
+            helpers.plot_grid(summary[summary["server"] == "litserve"]),
+        ]
+    for figure in figures:
+        assert figure.axes and all(ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes[:1])
+
+
+def test_client_ceiling_reports_rate_and_cpu_cost():
+    ceiling = asyncio.run(helpers.client_ceiling(concurrency=8, requests=200))
+    assert ceiling["errors"] == 0 and ceiling["requests"] == 200
+    assert ceiling["requests_per_s"] > 50 and ceiling["client_cpu_ms_per_request"] > 0
+
+
+def test_model_ceiling_measures_each_batch_size(classifier):
+    ceiling = helpers.model_ceiling(batch_sizes=(1, 2), repeats=2, classifier=classifier)
+    assert list(ceiling["batch_size"]) == [1, 1, 2, 2]
+    assert (ceiling["images_per_s"] > 0).all() and helpers.best_images_per_s(ceiling) > 0
