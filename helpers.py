@@ -36,6 +36,57 @@ ROOT = Path(__file__).resolve().parent
 CAT_IMAGE = ROOT / "cats-image.png"
 RESULTS_DIR = Path(os.environ.get("RESULTS_DIR", ROOT / "results"))
 
+# How much each notebook measures. "full" (the default) uses the original
+# benchmark's sizes; "quick" runs the same code paths with tiny loads, for
+# `pytest --nbmake notebooks` (notebooks/conftest.py selects it).
+PROFILES = {
+    "full": {
+        "bursts": [10, 50, 100, 200],
+        "repeats": 3,
+        "warmup": 10,
+        "ceiling_batch_sizes": [1, 2, 4, 8, 16, 32, 64],
+        "ceiling_repeats": 5,
+        "client_ceiling_requests": 2000,
+        "grid_batch_sizes": [1, 4, 8, 16],
+        "grid_timeouts": [0.01, 0.05, 0.1],
+        "grid_concurrency": 64,
+        "closed_concurrency": [1, 4, 16, 32],
+        "closed_requests": 100,
+        "open_rates": [2, 4, 6, 8, 10, 12],
+        "open_duration_s": 20,
+    },
+    "quick": {
+        "bursts": [2, 4],
+        "repeats": 1,
+        "warmup": 1,
+        "ceiling_batch_sizes": [1, 2, 4],
+        "ceiling_repeats": 2,
+        "client_ceiling_requests": 200,
+        "grid_batch_sizes": [1, 4],
+        "grid_timeouts": [0.05],
+        "grid_concurrency": 4,
+        "closed_concurrency": [1, 4],
+        "closed_requests": 8,
+        "open_rates": [2, 6],
+        "open_duration_s": 2,
+    },
+}
+
+
+def profile() -> dict:
+    """The measurement sizes for $BENCHMARK_PROFILE ("full" unless set), with its name."""
+    name = os.environ.get("BENCHMARK_PROFILE", "full")
+    return {"name": name, **PROFILES[name]}
+
+
+def show_source(obj):
+    """Display the source of a function, class or module, straight from its file."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code(inspect.getsource(obj), language="python")
+
 
 def image_payload(path: Path | str = CAT_IMAGE, fmt: str = "JPEG") -> dict:
     """The original benchmark's request body: the image re-encoded once, as hex in JSON."""
@@ -464,9 +515,24 @@ def run_sync(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def batch_sizes_from_log(server: Server) -> list[int]:
+    """The batch sizes a LitServe server formed (started with log_batch_sizes=True)."""
+    lines = server.log_path.read_text().splitlines()
+    return [int(line.rsplit("batch_size=", 1)[1]) for line in lines if "batch_size=" in line]
+
+
 # ---------------------------------------------------------------- statistics
 
-RUN_KEYS = ["run_id", "server", "options", "mode", "level", "repeat"]
+RUN_KEYS = [
+    "run_id",
+    "server",
+    "options",
+    "max_batch_size",
+    "batch_timeout",
+    "mode",
+    "level",
+    "repeat",
+]
 PERCENTILES = [50, 90, 95, 99]
 
 
@@ -491,7 +557,8 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
         stats["max_send_lag_ms"] = run["send_lag_s"].max() * 1000
         return pd.Series(stats)
 
-    return requests.groupby(by, sort=False).apply(one_run, include_groups=False).reset_index()
+    grouped = requests.groupby(by, sort=False, dropna=False)  # FastAPI has no batch options
+    return grouped.apply(one_run, include_groups=False).reset_index()
 
 
 def spread(summary: pd.DataFrame, value: str, by=("server", "mode", "level")) -> pd.DataFrame:
@@ -540,6 +607,18 @@ def percentile_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Latency percentiles (ms, median over repeats) per server and level."""
     cols = [f"p{p}_ms" for p in PERCENTILES] + ["max_ms"]
     return summary.groupby(["server", "mode", "level"], sort=False)[cols].median().round(1)
+
+
+def max_sustained_rate(summary: pd.DataFrame, p99_budget_ms: float) -> pd.Series:
+    """Per server, the highest offered open-loop rate that kept up (throughput within 10%
+    of the offered rate, no errors) with p99 latency inside the budget; NaN if none did."""
+    runs = summary[summary["mode"] == "open"]
+    ok = runs[
+        (runs["p99_ms"] <= p99_budget_ms)
+        & (runs["errors"] == 0)
+        & (runs["throughput_rps"] >= 0.9 * runs["level"])
+    ]
+    return ok.groupby("server")["level"].max().reindex(runs["server"].unique())
 
 
 def speedup(summary: pd.DataFrame, value: str = "total_runtime_s") -> pd.Series:
