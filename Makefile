@@ -29,11 +29,16 @@ lint: install
 test: install lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -v tests
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -v --nbmake notebooks
+	@stray=$$(git status --porcelain --untracked-files=all 2>/dev/null | grep '^??' | grep -v ' results/'); \
+	if [ -n "$$stray" ]; then echo "written outside results/:"; echo "$$stray"; exit 1; fi
 
-# Re-run every notebook with the full profile and keep the outputs in place.
+# Run every notebook with the full profile; executed copies (with plots) go to
+# results/notebooks/, the committed notebooks stay free of outputs.
 notebooks-full: install
-	BENCHMARK_PROFILE=full $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=-1 notebooks/*.ipynb
+	@for nb in notebooks/0*.ipynb; do start=$$(date +%s); \
+	  BENCHMARK_PROFILE=full $(BIN)/jupyter nbconvert --to notebook --execute \
+	    --ExecutePreprocessor.timeout=-1 --output-dir results/notebooks $$nb || exit 1; \
+	  echo "$$nb: $$(( $$(date +%s) - start )) s"; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -121,11 +121,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def configure_logging(level: str = "info") -> None:
-    """Timestamped log lines on stderr (the helpers send them to a log file)."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
+    """Timestamped lines from this project's logger on stderr (the helpers send them to a
+    log file). Only our logger: configuring the root one would make every library chatty."""
+    logger = logging.getLogger("demo_servers")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:

@@ -7,7 +7,9 @@ It is deliberately faithful to the original, including its main flaw: the model
 runs *inside* an `async def` endpoint, so each forward pass blocks the event
 loop. While one request is in the model, the server cannot even accept the
 next one; concurrent requests are served strictly one after another, and the
-GPU (or CPU) never sees a batch. Notebook 02 measures this.
+GPU (or CPU) never sees a batch. Notebook 02 measures this. On a CPU the model
+uses torch's default thread count (one per physical core), like a single LitServe
+worker, so the two servers get the same hardware.
 """
 
 from __future__ import annotations

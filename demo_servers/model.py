@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +94,15 @@ def best_device() -> torch.device:
     return torch.device("cpu")
 
 
+# torch's default: one thread per physical core (read at import, before anyone changes it).
+CPU_THREADS = torch.get_num_threads()
+
+
 def cpu_threads_per_worker(workers: int) -> int:
     """Torch threads for each of `workers` CPU processes so that together they fill, not
-    oversubscribe, the cores (oversubscribed BLAS threads spin and slow everyone down)."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    oversubscribe, the cores (oversubscribed BLAS threads spin and slow everyone down).
+    One worker gets torch's default, as the single FastAPI process does."""
+    return max(1, CPU_THREADS // max(1, workers))
 
 
 @functools.cache

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -46,13 +47,16 @@ def test_exception_inside_with_block_stops_the_server():
     assert_gone(server, pgid)
 
 
-def test_litserve_workers_are_stopped_with_the_group():
+def test_litserve_workers_are_stopped_with_the_group(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the servers' working directory
     with helpers.start_server("litserve", quiet=True, workers_per_device=2) as server:
         pgid = server.process.pid
         members = processes_in_group(pgid)
         assert len(members) >= 3, members  # main, 2 inference workers, the HTTP process(es)
         assert server.cold_start_s > 0
+        assert server.info()["model"]["cpu_threads_per_worker"] >= 1
     assert_gone(server, pgid)
+    assert list(tmp_path.iterdir()) == []  # no client.py, nothing else written
 
 
 def test_restart_with_new_options_is_one_call():

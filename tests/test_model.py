@@ -57,5 +57,5 @@ def test_preprocessing_matches_resnet50(classifier):
 
 
 def test_cpu_threads_are_shared_between_workers(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr(model, "CPU_THREADS", 8)
     assert [model.cpu_threads_per_worker(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]

@@ -49,7 +49,7 @@ def test_closed_loop_keeps_concurrency_and_stops_at_the_count(serial_server):
     assert len(rows) == 20
     check_timing(rows)
     # one at a time, 50 ms each: 20 requests take about 1 s however many users wait
-    assert max(r["end_s"] for r in rows) == pytest.approx(1.0, abs=0.5)
+    assert 0.95 <= max(r["end_s"] for r in rows) < 3.0
 
 
 def test_closed_loop_for_a_duration(null_server):
@@ -72,10 +72,10 @@ def test_open_loop_charges_a_stall_to_every_request_behind_it():
         rows = asyncio.run(
             helpers.open_loop(url(server), 20, BODY, requests=30, arrivals="constant")
         )
-    rows.sort(key=lambda r: r["scheduled_s"])
-    # requests due during the 1 s stall (5th..~25th) all waited for it
-    assert rows[5]["latency_s"] > 0.9
+    # the 5th request froze the server for 1 s; the ~20 due meanwhile all waited for it
+    assert max(r["latency_s"] for r in rows) > 0.9
     assert sum(r["latency_s"] > 0.3 for r in rows) >= 10
+    assert max(r["send_lag_s"] for r in rows) < 0.05  # the client itself kept the schedule
 
 
 def test_arrival_times():
@@ -208,3 +208,24 @@ def test_model_ceiling_measures_each_batch_size(classifier):
     ceiling = helpers.model_ceiling(batch_sizes=(1, 2), repeats=2, classifier=classifier)
     assert list(ceiling["batch_size"]) == [1, 1, 2, 2]
     assert (ceiling["images_per_s"] > 0).all() and helpers.best_images_per_s(ceiling) > 0
+
+
+def test_max_sustained_rate_needs_budget_no_errors_and_keeping_up():
+    summary = pd.DataFrame(
+        {
+            "server": ["a", "a", "a", "b", "b"],
+            "mode": "open",
+            "level": [5, 10, 20, 5, 10],
+            "offered_rps": [5.0, 10.0, 20.0, 5.0, 10.0],
+            "throughput_rps": [5.0, 9.8, 12.0, 5.0, 10.0],  # a falls behind at 20
+            "errors": [0, 0, 0, 0, 3],  # b fails requests at 10
+            "p99_ms": [100.0, 400.0, 300.0, 100.0, 100.0],
+        }
+    )
+    assert helpers.max_sustained_rate(summary, p99_budget_ms=500).to_dict() == {"a": 10, "b": 5}
+    assert helpers.max_sustained_rate(summary, p99_budget_ms=200).to_dict() == {"a": 5, "b": 5}
+
+
+def test_offered_rate_comes_from_the_schedule():
+    run = FIXED.assign(mode="open", scheduled_s=[0.0, 0.25, 0.5, 0.75, 1.0])
+    assert helpers.summarize(run).iloc[0]["offered_rps"] == pytest.approx(5.0)

@@ -1,0 +1,53 @@
+"""Static checks on the notebook series (nbmake executes them; see the README)."""
+
+import json
+import re
+
+import pytest
+
+import helpers
+
+NOTEBOOKS = sorted((helpers.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Ways a cell could write a file; allowed only when the line names results/.
+WRITES = re.compile(
+    r"open\([^)]*['\"][wa]b?['\"]|\.to_(csv|parquet|json)\(|savefig\(|write_(text|bytes)\("
+)
+
+
+def cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def test_the_series_is_numbered_one_to_six():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_says_what_you_will_learn_and_need(path):
+    first = cells(path)[0]
+    text = "".join(first["source"])
+    assert first["cell_type"] == "markdown"
+    assert "You will learn" in text and "You need" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_errors(path):
+    for cell in cells(path):
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_cell_writes_outside_results(path):
+    for cell in cells(path):
+        for line in "".join(cell["source"]).splitlines():
+            if WRITES.search(line):
+                assert "results" in line, line
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_server_started_is_stopped(path):
+    source = "\n".join("".join(c["source"]) for c in cells(path) if c["cell_type"] == "code")
+    started = re.findall(r"^(\w+) = helpers\.start_server\(", source, re.M)
+    for name in set(started):
+        assert f"{name}.stop()" in source, name
