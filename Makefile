@@ -2,8 +2,8 @@
 VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
-# torch is installed first and pinned: on Linux a bare `pip install torch` takes the
-# CUDA build (several GB). Override for your hardware, e.g. TORCH="torch==2.13.0 --index-url ..."
+# torch is installed first, pinned to the tested version. Choose the build for your
+# hardware with e.g. TORCH="torch==2.13.0 --index-url <PyTorch's CPU or CUDA index>".
 TORCH  ?= torch==2.13.0
 
 .PHONY: install lab test lint notebooks-full clean

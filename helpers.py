@@ -1,6 +1,6 @@
 """What the notebooks import: server processes, load generation, statistics, plots, results.
 
-Sections, in order: paths and images; server processes; load generation;
+Sections, in order: paths, profiles and images; server processes; load generation;
 statistics; ceilings; results on disk; plots.
 """
 
@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm, trange
 
-# ---------------------------------------------------------------- paths and images
+# ---------------------------------------------------------------- paths, profiles, images
 
 ROOT = Path(__file__).resolve().parent
 CAT_IMAGE = ROOT / "cats-image.png"
