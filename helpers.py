@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import io
 import json
 import os
@@ -705,7 +706,13 @@ async def client_ceiling(concurrency: int = 32, requests: int = 2000) -> dict:
 
 
 def environment() -> dict:
-    """Where the numbers come from: hardware and versions, stored with every run."""
+    """Where the numbers come from: date, hardware and versions, stored with every run."""
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), **_machine()}
+
+
+@functools.cache
+def _machine() -> dict:
+    """Hardware and package versions: fixed for the life of this process, so read once."""
     import importlib.metadata as md
 
     import torch
@@ -718,7 +725,6 @@ def environment() -> dict:
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "hostname": platform.node(),
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),

@@ -6,6 +6,7 @@ import json
 import httpx
 import pytest
 
+import helpers
 from demo_servers.common import MAX_BODY_BYTES
 from demo_servers.model import decode_image
 from tests import images
@@ -61,11 +62,7 @@ def test_litserve_batches_keep_each_answer_with_its_request(litserve_server, cla
     concurrent = [r.json()["score"] for r in responses]
     assert concurrent == pytest.approx(one_at_a_time, abs=1e-4)
     assert concurrent == pytest.approx(expected, abs=1e-4)
-    batch_sizes = [
-        int(line.rsplit("=", 1)[1])
-        for line in litserve_server.log_path.read_text().splitlines()
-        if "batch_size=" in line
-    ]
+    batch_sizes = helpers.batch_sizes_from_log(litserve_server)
     assert max(batch_sizes) > 1, "the burst should have been batched"
 
 
