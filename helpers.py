@@ -120,15 +120,16 @@ class ServerError(RuntimeError):
     """A demo server failed to start or to stop; the message ends with its log."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -190,7 +191,8 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{host}:{self.port}"
 
     def command(self) -> list[str]:
         return [
@@ -206,6 +208,7 @@ class Server:
                 f"port {self.port} is already in use: stop what holds it or pick another"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _stop_servers_at_exit()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
@@ -234,7 +237,7 @@ class Server:
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}/health").status_code == 200:
                         return
-                time.sleep(0.2)
+                time.sleep(0.05)
         raise ServerError(f"{self.name} was not healthy after {timeout:.0f} s\n{self.log_tail()}")
 
     @property
@@ -286,6 +289,7 @@ def start_server(
     name: str,
     port: int | None = None,
     *,
+    host: str = "127.0.0.1",
     log_dir: Path | str | None = None,
     timeout: float = 300.0,
     replace: bool = True,
@@ -294,17 +298,18 @@ def start_server(
 ) -> Server:
     """Start a demo server ("fastapi", "litserve", "null", or a module) and wait until ready.
 
-    `options` become command-line flags (`max_batch_size=16` -> `--max-batch-size 16`).
+    `options` become command-line flags (`max_batch_size=16` -> `--max-batch-size 16`);
+    `host` is the address to bind and to reach it at (127.0.0.1, localhost, ::1, ...).
     With `replace`, a server of the same name that this process started is stopped
     first, so re-running a notebook cell never leaves the old one behind.
     """
     if replace:
         for old in [s for s in _running.values() if s.name == name]:
             old.stop()
-    port = port or free_port()
+    port = port or free_port(host)
     log_dir = Path(log_dir) if log_dir else RESULTS_DIR / "logs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    server = Server(name, options, port, log_dir / f"{name}-{port}-{stamp}.log")
+    server = Server(name, options, port, log_dir / f"{name}-{port}-{stamp}.log", host)
     server.start(timeout)
     if not quiet:
         print(
@@ -325,12 +330,17 @@ def _stop_servers_on_sigterm(signum, frame) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-atexit.register(stop_all_servers)
-# A kernel or test runner that is terminated runs no atexit handlers by default.
-# (A kernel killed with SIGKILL runs nothing: the servers' parent watchdog covers that.)
-if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-    with contextlib.suppress(ValueError):  # not in the main thread
-        signal.signal(signal.SIGTERM, _stop_servers_on_sigterm)
+@functools.cache
+def _stop_servers_at_exit() -> None:
+    """Once, when the first server starts: stop every server when this process exits.
+
+    A kernel or test runner that is terminated runs no atexit handlers by default, hence
+    the SIGTERM handler. (A kernel killed with SIGKILL runs nothing: the servers' parent
+    watchdog covers that.)"""
+    atexit.register(stop_all_servers)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # not in the main thread
+            signal.signal(signal.SIGTERM, _stop_servers_on_sigterm)
 
 
 # ---------------------------------------------------------------- load generation
@@ -652,7 +662,8 @@ def model_ceiling(
     """
     import torch
 
-    from demo_servers.model import cpu_threads_per_worker, load_classifier
+    from demo_servers.hardware import cpu_threads_per_worker
+    from demo_servers.model import load_classifier
 
     classifier = classifier or load_classifier(device=device)
     if classifier.device.type == "cpu":

@@ -5,11 +5,11 @@
 One uvicorn process, one model, one image per forward pass, no batching.
 It is deliberately faithful to the original, including its main flaw: the model
 runs *inside* an `async def` endpoint, so each forward pass blocks the event
-loop. While one request is in the model, the server cannot even accept the
-next one; concurrent requests are served strictly one after another, and the
-GPU (or CPU) never sees a batch. Notebook 02 measures this. On a CPU the model
-uses torch's default thread count (one per physical core), like a single LitServe
-worker, so the two servers get the same hardware.
+loop. While one request is in the model, the server cannot even answer
+`/health`; concurrent requests are served strictly one after another, and the
+GPU (or CPU) never sees a batch. Notebook 02 measures what that costs. On a CPU
+the model uses torch's default thread count (one per physical core), like a
+single LitServe worker, so the two servers get the same hardware.
 """
 
 from __future__ import annotations
@@ -17,35 +17,39 @@ from __future__ import annotations
 import argparse
 import logging
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from demo_servers.common import (
-    BodySizeLimit,
-    PredictRequest,
-    PredictResponse,
+from demo_servers.cli import (
     add_common_arguments,
-    add_error_handlers,
+    add_model_arguments,
     prepare_process,
+    run_uvicorn,
 )
+from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
 from demo_servers.model import load_classifier
+from demo_servers.schema import ImageInput, PredictResponse, read_image
+from demo_servers.timing import ServerTiming, timed_response
 
 log = logging.getLogger("demo_servers")
 
 
-def create_app(weights: str = "auto", device: str | None = None) -> FastAPI:
+def create_app(
+    weights: str = "auto", device: str | None = None, body_timeout: float = BODY_TIMEOUT_S
+) -> FastAPI:
     """The FastAPI app; the model is loaded at startup, before the port answers."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.classifier = load_classifier(weights, device)
+        app.state.preprocessing = app.state.classifier.preprocessing
         yield
 
     app = FastAPI(title="ResNet-50 (plain FastAPI)", lifespan=lifespan)
-    app.add_middleware(BodySizeLimit)
-    add_error_handlers(app)
+    app.add_middleware(BodyLimits, timeout_s=body_timeout)
+    app.add_middleware(ServerTiming)
 
     @app.get("/health")
     async def health(request: Request):
@@ -63,10 +67,12 @@ def create_app(weights: str = "auto", device: str | None = None) -> FastAPI:
         )
 
     @app.post("/predict", response_model=PredictResponse)
-    async def predict(body: PredictRequest, request: Request):
+    async def predict(image: Annotated[ImageInput, Depends(read_image)], request: Request):
         # Blocking call in an async endpoint: the event loop stalls for the whole
         # forward pass (see the module docstring). Kept on purpose as the baseline.
-        return request.app.state.classifier.predict([body.image])[0]
+        with image.stages.timing("forward"):
+            answer = request.app.state.classifier.predict_crops([image.pixels])[0]
+        return timed_response(answer, image.stages)
 
     return app
 
@@ -74,16 +80,11 @@ def create_app(weights: str = "auto", device: str | None = None) -> FastAPI:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, default_port=8000)
+    add_model_arguments(parser)
     parser.add_argument("--device", help="cuda | cuda:1 | mps | cpu (default: the best there is)")
     args = parser.parse_args()
     prepare_process(args)
-    uvicorn.run(
-        create_app(args.weights, args.device),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=args.access_log,
-    )
+    run_uvicorn(create_app(args.weights, args.device, args.body_timeout), args)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,15 @@
         --max-batch-size 8 --batch-timeout 0.05 [--workers-per-device N] \\
         [--accelerator auto|cpu|cuda|mps] [--devices N] [--timeout S]
 
-LitServe runs the HTTP layer and the model in separate processes. The HTTP
-process validates each request (`PredictRequest` decodes the image, so bad input
-is refused with 422 there and never joins a batch) and puts it on a queue. Each
-inference worker takes up to `max_batch_size` requests from the queue, waiting
-at most `batch_timeout` seconds for the batch to fill, then calls
-decode_request (per request) -> batch -> predict -> unbatch -> encode_response
-(per request). With `max_batch_size=1` there is no batching: batch/unbatch are
-skipped and predict sees one request.
+LitServe runs the HTTP layer and the model in separate processes. The HTTP process
+reads each request, decodes and checks the image and makes the model's 224x224 crop
+(`read_image`), so bad input is refused with a 4xx there and never joins a batch;
+then it queues the crop (150 KB of RGB bytes). Each inference worker takes up to
+`max_batch_size` requests from the queue, waiting at most `batch_timeout` seconds for
+the batch to fill, then calls decode_request (per request) -> batch -> predict ->
+unbatch -> encode_response (per request). With `max_batch_size=1` there is no batching:
+batch/unbatch are skipped and predict sees one request. Nothing in the HTTP process
+needs torch: only the workers import the model, which keeps restarts quick.
 
 Two LitServe rules shape this file. LitServe reads the type annotation of
 `decode_request` at run time, so this module must not use
@@ -23,104 +24,182 @@ hang without an error).
 
 import argparse
 import logging
+import platform
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
 
 import litserve as ls
-import torch  # imported before litserve so that accelerator="auto" can find CUDA
+import uvicorn
+from fastapi import Depends
+from fastapi.responses import Response
+from litserve.connector import check_cuda_with_nvidia_smi
 
-from demo_servers.common import (
-    BodySizeLimit,
-    PredictRequest,
-    PredictResponse,
-    add_common_arguments,
-    add_error_handlers,
-    configure_logging,
-    prepare_process,
-)
-from demo_servers.model import cpu_threads_per_worker, load_classifier, resolve_weights
+from demo_servers.cli import add_common_arguments, add_model_arguments, prepare_process
+from demo_servers.hardware import cpu_threads_per_worker
+from demo_servers.limits import BodyLimits, uvicorn_options
+from demo_servers.preprocessing import Preprocessing
+from demo_servers.schema import ImageInput, read_image
+from demo_servers.supervision import FailOrphanedRequests, WorkerPids
+from demo_servers.timing import ServerTiming, timed_response
+from demo_servers.weights import MODEL_ID, RANDOM, resolve_weights
 
 log = logging.getLogger("demo_servers")
+LITSERVE_HOSTS = ("0.0.0.0", "127.0.0.1", "::")  # the only hosts LitServe 0.2.19's run() takes
 
 
 class ResNetAPI(ls.LitAPI):
     """ResNet-50 as a LitAPI. Constructed in the main process, set up in each worker."""
 
-    def __init__(
-        self,
-        weights: str = "auto",
-        workers_per_device: int = 1,
-        log_batch_sizes: bool = False,
-        **batching,
-    ):
+    def __init__(self, weights: str = "auto", threads: int = 0, log_batch_sizes=False, **batching):
         super().__init__(**batching)  # max_batch_size, batch_timeout
         self.weights = weights
-        self.workers_per_device = workers_per_device
+        self.threads = threads  # torch threads per CPU worker; 0: torch's default
         self.log_batch_sizes = log_batch_sizes
+        self.worker_pids: WorkerPids | None = None  # set by build_server
 
     def setup(self, device: str) -> None:
-        if device == "cpu":
-            # Every CPU worker would otherwise start one thread per core.
-            torch.set_num_threads(cpu_threads_per_worker(self.workers_per_device))
+        import torch  # the model stack, in the worker only
+
+        from demo_servers.cli import configure_logging
+        from demo_servers.model import load_classifier
+
+        if device == "cpu" and self.threads:
+            torch.set_num_threads(self.threads)
         configure_logging()
         self.classifier = load_classifier(self.weights, device)
         log.info("worker ready on %s with %d torch threads", device, torch.get_num_threads())
+        if self.worker_pids:
+            self.worker_pids.register()
 
-    def decode_request(self, request: PredictRequest) -> torch.Tensor:
-        # The type annotation makes LitServe validate the JSON in the HTTP process.
-        return self.classifier.preprocess([request.image])[0]
+    def health(self) -> bool:
+        return self.worker_pids is None or self.worker_pids.all_alive()
 
-    def batch(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(inputs)
+    def decode_request(self, request: Annotated[ImageInput, Depends(read_image)]) -> ImageInput:
+        # The annotation makes LitServe run read_image in the HTTP process, before queueing.
+        return request
 
-    def predict(self, x: torch.Tensor) -> list[dict] | dict:
-        if x.ndim == 3:  # max_batch_size=1: a single image, no batch dimension
-            return self.classifier.predict_tensor(x[None])[0]
+    def batch(self, inputs: list[ImageInput]) -> list[ImageInput]:
+        return inputs  # predict stacks the crops into one tensor
+
+    def predict(self, x: list[ImageInput] | ImageInput) -> list[tuple] | tuple:
+        inputs = x if isinstance(x, list) else [x]  # max_batch_size=1: a single request
+        started = time.monotonic()
+        answers = self.classifier.predict_crops([i.pixels for i in inputs])
+        forward_ms = 1000 * (time.monotonic() - started)
         if self.log_batch_sizes:
-            log.info("batch_size=%d", len(x))
-        return self.classifier.predict_tensor(x)
+            log.info("batch_size=%d", len(inputs))
+        for i in inputs:
+            i.stages["queue"] = 1000 * (started - i.ready_at)
+            i.stages["forward"] = forward_ms
+        results = [
+            (answer, i.stages, len(inputs)) for answer, i in zip(answers, inputs, strict=True)
+        ]
+        return results if isinstance(x, list) else results[0]
 
-    def unbatch(self, output: list[dict]) -> list[dict]:
+    def unbatch(self, output: list[tuple]) -> list[tuple]:
         return output
 
-    def encode_response(self, output: dict) -> PredictResponse:
-        return PredictResponse(**output)
+    def encode_response(self, output: tuple) -> Response:
+        answer, stages, batch_size = output
+        return timed_response(answer, stages, batch_size)
 
 
-def build_server(args: argparse.Namespace) -> ls.LitServer:
+class ResNetServer(ls.LitServer):
+    """LitServer with two small fixes for LitServe 0.2.19.
+
+    - Any bind address: `run()` accepts only 0.0.0.0, 127.0.0.1 and :: and exits on
+      others (localhost, ::1, one interface's address); we bind the socket uvicorn uses.
+    - A quick stop: on shutdown its HTTP process waits up to 1 s in a blocking read of the
+      response queue; closing the queues first lets it exit at once.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        litserve_lifespan = self.app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with litserve_lifespan(app) as state:
+                yield state
+                self._transport.close()  # wakes the response reader, which then sees "closed"
+
+        self.app.router.lifespan_context = lifespan
+
+    def run(self, host: str = "127.0.0.1", **kwargs) -> None:
+        self._host = host
+        super().run(host=host if host in LITSERVE_HOSTS else "127.0.0.1", **kwargs)
+
+    def _start_server(self, port, num_uvicorn_servers, log_level, sockets, *args, **kwargs):
+        if self._host not in LITSERVE_HOSTS:  # replace the placeholder socket
+            for sock in sockets:
+                sock.close()
+            sockets = [uvicorn.Config(self.app, host=self._host, port=port).bind_socket()]
+        return super()._start_server(port, num_uvicorn_servers, log_level, sockets, *args, **kwargs)
+
+
+def pick_accelerator(choice: str) -> str:
+    """LitServe's "auto" finds GPUs only if torch is already imported; this process never
+    imports torch, so ask nvidia-smi (as LitServe does) and recognise Apple silicon."""
+    if choice != "auto":
+        return choice
+    if check_cuda_with_nvidia_smi() > 0:
+        return "cuda"
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return "mps"
+    return "cpu"
+
+
+def build_server(args: argparse.Namespace) -> ResNetServer:
     """The LitServer for parsed command-line options."""
     weights = resolve_weights(args.weights)  # once here, so all workers load the same model
+    accelerator = pick_accelerator(args.accelerator)
+    threads = args.threads or cpu_threads_per_worker(args.workers_per_device)
     api = ResNetAPI(
         weights=weights,
-        workers_per_device=args.workers_per_device,
+        threads=threads if accelerator == "cpu" else 0,
         log_batch_sizes=args.log_batch_sizes,
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
     )
-    server = ls.LitServer(
+    supervision = FailOrphanedRequests()
+    server = ResNetServer(
         api,
-        accelerator=args.accelerator,
+        accelerator=accelerator,
         devices=args.devices,
         workers_per_device=args.workers_per_device,
         timeout=args.timeout,
-        middlewares=[BodySizeLimit],
+        restart_workers=True,
+        callbacks=[supervision],
+        middlewares=[(BodyLimits, {"timeout_s": args.body_timeout}), ServerTiming],
         model_metadata={
-            "name": "microsoft/resnet-50",
-            "weights": "random" if weights == "random" else "pretrained",
+            "name": MODEL_ID,
+            "weights": "random" if weights == RANDOM else "pretrained",
             "weights_source": weights,
             "max_batch_size": args.max_batch_size,
             "batch_timeout": args.batch_timeout,
-            "cpu_threads_per_worker": cpu_threads_per_worker(args.workers_per_device),
+            "cpu_threads_per_worker": threads if accelerator == "cpu" else None,
         },
     )
-    add_error_handlers(server.app)
+    workers = len(server.devices) * args.workers_per_device
+    api.worker_pids = supervision.pids = WorkerPids(workers)
+    server.app.state.preprocessing = Preprocessing.for_weights(weights)
     return server
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, default_port=8001)
+    add_model_arguments(parser)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout", type=float, default=0.05, help="seconds")
     parser.add_argument("--workers-per-device", type=int, default=1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per CPU worker (default: physical cores / workers per device)",
+    )
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(
         "--devices",
@@ -146,6 +225,7 @@ def main() -> None:
         log_level=args.log_level,
         generate_client_file=False,  # LitServe would write client.py into the cwd
         access_log=args.access_log,
+        **uvicorn_options(args.max_connections),
     )
 
 

@@ -5,11 +5,12 @@
 
 `/predict` accepts any body and answers at once with a fixed prediction, so
 load against it measures the client and HTTP stack alone (the client ceiling).
-The options make it misbehave on purpose, for the tests and for notebook 06:
-`--delay` waits without blocking (requests overlap), `--block` blocks the event
-loop (requests are served one at a time, like the FastAPI baseline),
-`--fail-every` answers 500 to every Nth request, `--stall-at` freezes the whole
-server for `--stall-s` seconds at the Nth request.
+It imports no model stack (no torch, no transformers, no PIL) and starts in well
+under a second. The options make it misbehave on purpose, for the tests and for
+notebook 06: `--delay` waits without blocking (requests overlap), `--block`
+blocks the event loop (requests are served one at a time, like the FastAPI
+baseline), `--fail-every` answers 500 to every Nth request, `--stall-at` freezes
+the whole server for `--stall-s` seconds at the Nth request.
 """
 
 import argparse
@@ -17,11 +18,11 @@ import asyncio
 import itertools
 import time
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from demo_servers.common import add_common_arguments, prepare_process
+from demo_servers.cli import add_common_arguments, prepare_process, run_uvicorn
+from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
 
 ANSWER = {"predicted_label": 0, "predicted_class": "null", "score": 1.0}
 
@@ -32,8 +33,10 @@ def create_app(
     fail_every: int = 0,
     stall_at: int = 0,
     stall_s: float = 0.0,
+    body_timeout: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     app = FastAPI(title="null server")
+    app.add_middleware(BodyLimits, timeout_s=body_timeout)
     counter = itertools.count(1)
 
     @app.get("/health")
@@ -71,10 +74,10 @@ def main() -> None:
     parser.add_argument("--stall-s", type=float, default=0.0)
     args = parser.parse_args()
     prepare_process(args)
-    app = create_app(args.delay, args.block, args.fail_every, args.stall_at, args.stall_s)
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+    app = create_app(
+        args.delay, args.block, args.fail_every, args.stall_at, args.stall_s, args.body_timeout
     )
+    run_uvicorn(app, args)
 
 
 if __name__ == "__main__":

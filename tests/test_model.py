@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from demo_servers import model
+from demo_servers import hardware, model, preprocessing, weights
 from tests import images
 
 
@@ -21,17 +21,17 @@ def test_offline_fallback_is_resnet50_with_the_same_weights_every_time(classifie
 
 
 def test_offline_fallback_is_announced_loudly_once(caplog):
-    model.resolve_weights.cache_clear()
+    weights.resolve_weights.cache_clear()
     with caplog.at_level(logging.WARNING, logger="demo_servers"):
-        assert model.resolve_weights("auto") == model.RANDOM
-        assert model.resolve_weights("auto") == model.RANDOM
+        assert weights.resolve_weights("auto") == weights.RANDOM
+        assert weights.resolve_weights("auto") == weights.RANDOM
     warnings = [r for r in caplog.records if "OFFLINE FALLBACK" in r.message]
     assert len(warnings) == 1 and "RANDOM weights" in warnings[0].message
 
 
 def test_pretrained_without_network_fails_instead_of_falling_back():
     with pytest.raises(Exception):  # noqa: B017 - whatever the hub raises offline
-        model.resolve_weights("pretrained")
+        weights.resolve_weights("pretrained")
 
 
 def test_scores_depend_on_the_image(classifier):
@@ -43,12 +43,12 @@ def test_scores_depend_on_the_image(classifier):
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "I;16", "1"])
 def test_every_mode_becomes_rgb(mode):
     image = images.cat().convert(mode)
-    assert model.to_rgb(image).mode == "RGB"
+    assert preprocessing.to_rgb(image).mode == "RGB"
 
 
 def test_transparent_pixels_become_white():
     clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert model.to_rgb(clear).getpixel((0, 0)) == (255, 255, 255)
+    assert preprocessing.to_rgb(clear).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_preprocessing_matches_resnet50(classifier):
@@ -57,5 +57,5 @@ def test_preprocessing_matches_resnet50(classifier):
 
 
 def test_cpu_threads_are_shared_between_workers(monkeypatch):
-    monkeypatch.setattr(model, "CPU_THREADS", 8)
-    assert [model.cpu_threads_per_worker(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setattr(hardware, "physical_cores", lambda: 8)
+    assert [hardware.cpu_threads_per_worker(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]

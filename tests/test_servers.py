@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 import helpers
-from demo_servers.common import MAX_BODY_BYTES
-from demo_servers.model import decode_image
+from demo_servers.limits import MAX_BODY_BYTES
+from demo_servers.preprocessing import decode_image
 from tests import images
 
 TIMEOUT = httpx.Timeout(120.0)

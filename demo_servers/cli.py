@@ -1,0 +1,106 @@
+"""What every server's main() shares: its command line, logging, and dying with its parent."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+
+import uvicorn
+
+from demo_servers.limits import BODY_TIMEOUT_S, MAX_CONNECTIONS, uvicorn_options
+
+log = logging.getLogger("demo_servers")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.1 (default, this machine only), localhost, ::1, 0.0.0.0",
+    )
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        help=f"seconds a request body may take to arrive before a 408 (default {BODY_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        help=f"open connections at most; more get a 503 (default {MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="shut down when this process dies (the helpers pass the notebook kernel's pid)",
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        default=os.environ.get("RESNET_WEIGHTS", "auto"),
+        help="auto | pretrained | random | a local directory (default: $RESNET_WEIGHTS or auto)",
+    )
+
+
+def configure_logging(level: str = "info") -> None:
+    """Timestamped lines from this project's logger on stderr (the helpers send them to a
+    log file). Only our logger: configuring the root one would make every library chatty."""
+    logger = logging.getLogger("demo_servers")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+
+
+def exit_with_parent(parent_pid: int | None, grace_s: float = 10.0) -> None:
+    """Stop this server's process group when `parent_pid` goes away.
+
+    A notebook kernel that is killed outright runs no cleanup code; without this
+    watchdog its servers would keep serving (and holding memory and ports) forever.
+    """
+    if not parent_pid:
+        return
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        log.warning("parent process %d is gone: shutting down", parent_pid)
+        os.killpg(os.getpgrp(), signal.SIGINT)
+        time.sleep(grace_s)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def prepare_process(args: argparse.Namespace) -> None:
+    """Logging, a working Ctrl+C (even when started with SIGINT ignored, as nohup does),
+    and the parent watchdog: what every server's main() does first."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    configure_logging(args.log_level)
+    exit_with_parent(args.parent_pid)
+
+
+def run_uvicorn(app, args: argparse.Namespace) -> None:
+    """Serve an ASGI app with the HTTP limits and the options from the command line."""
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        **uvicorn_options(args.max_connections),
+    )

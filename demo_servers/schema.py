@@ -1,0 +1,153 @@
+"""The wire format: what a client sends to `/predict`, and what it gets back.
+
+One image per request, in any of these bodies (same checks, same answers):
+
+- `application/json`: `{"image_bytes": "<hex>"}`, the original benchmark's format, or
+  `{"image_base64": "<base64>"}` (a third smaller on the wire);
+- `image/jpeg`, `image/png`, ... or `application/octet-stream`: the encoded image itself;
+- `multipart/form-data`: a file field named `image` (what an HTML form or `curl -F` sends).
+
+`read_image` is a FastAPI dependency: in the HTTP process it reads the body, decodes
+and checks the image and makes the model's crop, timing each stage. Anything wrong is
+answered with a 4xx that says what to fix, before the request reaches a model or a
+batch. The answer is `{"predicted_label", "predicted_class", "score"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel, Field
+
+from demo_servers.preprocessing import ImageError, decode_image
+from demo_servers.timing import Stages
+
+JSON_FIELDS = {"image_bytes": "hex", "image_base64": "base64"}
+TEXT = {"hex": "hex digits", "base64": "base64 text"}
+MULTIPART_FIELD = "image"
+ACCEPTED = (
+    'application/json ({"image_bytes": "<hex>"} or {"image_base64": "<base64>"}), '
+    "the image itself as image/jpeg, image/png, ... or application/octet-stream, "
+    f'or multipart/form-data with a file field "{MULTIPART_FIELD}"'
+)
+
+
+class PredictResponse(BaseModel):
+    predicted_label: int
+    predicted_class: str
+    score: float = Field(description="softmax probability of the predicted class")
+
+
+@dataclass
+class ImageInput:
+    """A checked upload, ready for the model: what LitServe queues for its workers."""
+
+    pixels: bytes  # the RGB crop, Preprocessing.pixels()
+    stages: Stages = field(default_factory=Stages)  # what the HTTP layer measured so far
+    ready_at: float = 0.0  # time.monotonic() when it was ready: the queue wait starts here
+
+
+def invalid(status: int, loc: list[str], msg: str, kind: str = "value_error") -> HTTPException:
+    """A 4xx in the same shape as FastAPI's validation errors: {"detail": [{loc, msg, type}]}."""
+    return HTTPException(status, detail=[{"loc": loc, "msg": msg, "type": kind}])
+
+
+async def read_image(request: Request) -> ImageInput:
+    """FastAPI dependency: the request's image, decoded, checked and cropped, or a 4xx."""
+    stages = Stages()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        with stages.timing("read"):  # starlette reads and parses a multipart body in one go
+            loc, data = ["body", MULTIPART_FIELD], await _multipart_file(request)
+    else:
+        with stages.timing("read"):
+            body = await request.body()
+        with stages.timing("parse"):
+            loc, data = _image_bytes(media_type, body)
+    with stages.timing("decode"):
+        try:
+            image = decode_image(data)
+        except ImageError as exc:
+            raise invalid(422, loc, str(exc)) from None
+    with stages.timing("preprocess"):
+        pixels = request.app.state.preprocessing.pixels(image)
+    return ImageInput(pixels, stages, ready_at=time.monotonic())
+
+
+def _image_bytes(media_type: str, body: bytes) -> tuple[list[str], bytes]:
+    """Where the encoded image is in a non-multipart body, by Content-Type, or a 4xx."""
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return _json_image(body)
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
+        return ["body"], body
+    raise invalid(
+        415,
+        ["header", "content-type"],
+        f"Content-Type {media_type or '(none)'!r} is not accepted: send {ACCEPTED}",
+        "unsupported_media_type",
+    )
+
+
+def _json_image(body: bytes) -> tuple[list[str], bytes]:
+    """The encoded image inside a JSON body, or a 422 that says what is wrong."""
+    try:
+        payload = json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise invalid(
+            422, ["body"], f"the body is not UTF-8 JSON text ({exc})", "json_invalid"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise invalid(
+            422, ["body"], f"the body is not valid JSON ({exc})", "json_invalid"
+        ) from None
+    if not isinstance(payload, dict):
+        raise invalid(
+            422,
+            ["body"],
+            f'the JSON body must be an object like {{"image_bytes": "<hex>"}}, '
+            f"not {type(payload).__name__}",
+            "model_attributes_type",
+        )
+    present = [name for name in JSON_FIELDS if name in payload]
+    if not present:
+        msg = 'field required: the JSON body needs "image_bytes" (hex) or "image_base64"'
+        raise invalid(422, ["body", "image_bytes"], msg, "missing")
+    if len(present) > 1:
+        msg = 'the JSON body has both "image_bytes" and "image_base64": send one'
+        raise invalid(422, ["body"], msg)
+    name = present[0]
+    value, encoding = payload[name], JSON_FIELDS[name]
+    loc = ["body", name]
+    if not isinstance(value, str):
+        kind = type(value).__name__
+        raise invalid(422, loc, f"{name} must be a string of {TEXT[encoding]}, not {kind}")
+    if not value:
+        raise invalid(422, loc, f"{name} is empty")
+    try:
+        if encoding == "hex":
+            return loc, bytes.fromhex(value)
+        return loc, base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        expected = "pairs of 0-9a-f digits" if encoding == "hex" else "A-Z a-z 0-9 + / and ="
+        raise invalid(422, loc, f"{name} is not valid {encoding} (expected {expected})") from None
+
+
+async def _multipart_file(request: Request) -> bytes:
+    """The bytes of the multipart upload's `image` file, or a 422."""
+    loc = ["body", MULTIPART_FIELD]
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except HTTPException as exc:  # starlette's own parse errors, e.g. a missing boundary
+        raise invalid(
+            422, ["body"], f"the multipart body could not be parsed ({exc.detail})"
+        ) from None
+    upload = form.get(MULTIPART_FIELD)
+    if upload is None:
+        raise invalid(422, loc, f'the multipart body has no file field named "{MULTIPART_FIELD}"')
+    if isinstance(upload, str):
+        return upload.encode()
+    return await upload.read()
