@@ -1,18 +1,21 @@
 """What the notebooks import: server processes, load generation, statistics, plots, results.
 
 Sections, in order: paths, profiles and images; server processes; load generation;
-statistics; ceilings; results on disk; plots.
+statistics; ceilings; results on disk; plots. Importing it starts nothing and
+registers nothing: the exit handlers that stop servers come with the first server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import concurrent.futures
 import contextlib
 import functools
 import io
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -43,14 +46,18 @@ RESULTS_DIR = Path(os.environ.get("RESULTS_DIR", ROOT / "results"))
 PROFILES = {
     "full": {
         "bursts": [10, 50, 100, 200],
-        "repeats": 3,
+        "repeats": 3,  # runs per point at least; more until the last 3 agree within 10%
+        "max_repeats": 6,
         "warmup": 10,
         "ceiling_batch_sizes": [1, 2, 4, 8, 16, 32, 64],
         "ceiling_repeats": 5,
+        "served_ceiling_batch_sizes": [1, 2, 4, 8],  # up to the servers' max_batch_size
         "client_ceiling_requests": 2000,
         "grid_batch_sizes": [1, 4, 8, 16],
         "grid_timeouts": [0.01, 0.05, 0.1],
         "grid_concurrency": 64,
+        "grid_open_load": 0.5,  # x the best closed-loop throughput: a realistic, steady rate
+        "grid_open_duration_s": 15,
         "closed_concurrency": [1, 4, 16, 32],
         "closed_requests": 100,
         "open_load": [0.25, 0.5, 0.7, 0.85, 1.0, 1.15],  # x the best closed-loop throughput
@@ -60,14 +67,18 @@ PROFILES = {
     },
     "quick": {
         "bursts": [2, 4],
-        "repeats": 1,
+        "repeats": 2,
+        "max_repeats": 2,
         "warmup": 1,
         "ceiling_batch_sizes": [1, 2, 4],
         "ceiling_repeats": 2,
+        "served_ceiling_batch_sizes": [1, 2],
         "client_ceiling_requests": 200,
         "grid_batch_sizes": [1, 4],
         "grid_timeouts": [0.05],
         "grid_concurrency": 4,
+        "grid_open_load": 0.5,
+        "grid_open_duration_s": 2,
         "closed_concurrency": [1, 4],
         "closed_requests": 8,
         "open_load": [0.5, 1.2],
@@ -76,6 +87,8 @@ PROFILES = {
         "stall_requests": 100,
     },
 }
+# Two readings of the same thing that differ by more than this are not the same reading.
+STABILITY_TOLERANCE = 0.10
 
 
 def profile() -> dict:
@@ -349,11 +362,48 @@ def _stop_servers_at_exit() -> None:
 # when its answer (or error) came back. Latency counts from the schedule, so a
 # client that could not send on time, or a server that stalls, is charged the
 # wait (no coordinated omission); `send_lag_s` shows how late the client was.
+# The server's own timings (its Server-Timing header) become one column per stage.
+
+STAGES = ["read", "parse", "decode", "preprocess", "queue", "forward", "encode"]
+STAGE_COLUMNS = [f"{stage}_ms" for stage in STAGES]
 
 
-def request_body(payload: dict | None = None) -> bytes:
-    """Serialize the JSON payload once; every request of a run reuses the bytes."""
-    return json.dumps(payload or image_payload()).encode()
+@dataclass(frozen=True)
+class Body:
+    """One request body, encoded once and reused by every request of a run."""
+
+    content: bytes
+    content_type: str
+    wire: str  # "hex" (the original), "base64", "raw", "multipart", or "json" as given
+
+    def __len__(self) -> int:
+        return len(self.content)
+
+
+WIRE_FORMATS = ("hex", "base64", "raw", "multipart")
+
+
+def request_body(payload: dict | None = None, wire: str = "hex", path=CAT_IMAGE) -> Body:
+    """The body every request of a run sends: the image at `path`, re-encoded once as JPEG.
+
+    wire: "hex" (the original benchmark's `{"image_bytes": "<hex>"}`), "base64"
+    (`{"image_base64": ...}`), "raw" (the JPEG itself, `Content-Type: image/jpeg`) or
+    "multipart" (a file upload). A `payload` dict is sent as JSON, as it is.
+    """
+    if payload is not None:
+        return Body(json.dumps(payload).encode(), "application/json", "json")
+    jpeg = encode_image(Image.open(path))
+    if wire == "hex":
+        return Body(json.dumps({"image_bytes": jpeg.hex()}).encode(), "application/json", wire)
+    if wire == "base64":
+        text = base64.b64encode(jpeg).decode()
+        return Body(json.dumps({"image_base64": text}).encode(), "application/json", wire)
+    if wire == "raw":
+        return Body(jpeg, "image/jpeg", wire)
+    if wire == "multipart":
+        request = httpx.Request("POST", "http://x", files={"image": ("image.jpg", jpeg)})
+        return Body(request.read(), request.headers["content-type"], wire)
+    raise ValueError(f"wire must be one of {WIRE_FORMATS}, not {wire!r}")
 
 
 def make_client(connections: int, timeout: float = 300.0) -> httpx.AsyncClient:
@@ -362,25 +412,36 @@ def make_client(connections: int, timeout: float = 300.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=30.0),
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        headers={"content-type": "application/json"},
     )
 
 
+def server_timings(header: str | None) -> dict:
+    """A response's Server-Timing header as row columns: read_ms, ..., server_ms, batch_size."""
+    from demo_servers.timing import parse_header
+
+    parsed = parse_header(header) if header else {}
+    row = {column: parsed.get(stage) for stage, column in zip(STAGES, STAGE_COLUMNS, strict=True)}
+    row.update(server_ms=parsed.get("total"), batch_size=parsed.get("batch_size"))
+    return row
+
+
 async def timed_request(
-    client: httpx.AsyncClient, url: str, body: bytes, t0: float, scheduled_s: float
+    client: httpx.AsyncClient, url: str, body: Body, t0: float, scheduled_s: float
 ) -> dict:
     """Send one request and describe it as a row; failures are rows too, never exceptions."""
     start = time.perf_counter()
     row = {"scheduled_s": scheduled_s, "start_s": start - t0, "status": None, "error": None}
     row.update(predicted_label=None, predicted_class=None, score=None)
+    headers = {"content-type": body.content_type}
     try:
-        response = await client.post(url, content=body)
+        response = await client.post(url, content=body.content, headers=headers)
         row["status"] = response.status_code
         if response.status_code == 200:
             answer = response.json()
             row.update({k: answer.get(k) for k in ("predicted_label", "predicted_class", "score")})
         else:
             row["error"] = response.text[:200]
+        row.update(server_timings(response.headers.get("server-timing")))
     except httpx.HTTPError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"[:200]
     row["end_s"] = time.perf_counter() - t0
@@ -389,7 +450,7 @@ async def timed_request(
     return row
 
 
-async def burst(url: str, n: int, body: bytes, timeout: float = 300.0) -> list[dict]:
+async def burst(url: str, n: int, body: Body, timeout: float = 300.0) -> list[dict]:
     """n identical requests fired at once (`asyncio.gather`), as the original did."""
     async with make_client(n, timeout) as client:
         t0 = time.perf_counter()
@@ -401,7 +462,7 @@ async def burst(url: str, n: int, body: bytes, timeout: float = 300.0) -> list[d
 async def closed_loop(
     url: str,
     concurrency: int,
-    body: bytes,
+    body: Body,
     requests: int | None = None,
     duration_s: float | None = None,
     timeout: float = 300.0,
@@ -445,7 +506,7 @@ def arrival_times(rate: float, n: int, arrivals: str = "poisson", seed: int = 0)
 async def open_loop(
     url: str,
     rate: float,
-    body: bytes,
+    body: Body,
     requests: int | None = None,
     duration_s: float | None = None,
     arrivals: str = "poisson",
@@ -468,7 +529,68 @@ async def open_loop(
         return list(await asyncio.gather(*tasks))
 
 
+async def probe(url: str, during, every_s: float = 0.05) -> tuple:
+    """Await `during` (a coroutine) while GETting `url` every `every_s` seconds.
+
+    Returns its result and the probes' latencies in seconds: e.g. how long `/health`
+    took to answer while a burst was being served."""
+    latencies: list[float] = []
+
+    async def poll(client):
+        while True:
+            start = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(url)
+            latencies.append(time.perf_counter() - start)
+            await asyncio.sleep(every_s)
+
+    async with httpx.AsyncClient(timeout=300.0) as client:
+        poller = asyncio.create_task(poll(client))
+        try:
+            result = await during
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+    return result, latencies
+
+
 LOAD_MODES = {"burst": burst, "closed": closed_loop, "open": open_loop}
+
+
+def point_key(server: Server, level: float) -> tuple:
+    """What identifies a measured point of a server: its name, options and load level."""
+    return (server.name, json.dumps(server.options, sort_keys=True), level)
+
+
+async def run_once(
+    server: Server,
+    mode: str,
+    level: float,
+    *,
+    body: Body | None = None,
+    repeat: int = 0,
+    warmup: int = 5,
+    save: bool = True,
+    **load_options,
+) -> pd.DataFrame:
+    """One run: a warm-up burst (not recorded), then the load; one row per request.
+
+    mode: "burst" (level = requests fired at once), "closed" (level = concurrency;
+    pass requests= or duration_s=) or "open" (level = requests/s; pass requests= or
+    duration_s=, arrivals=). The run is saved to results/runs/ as soon as it ends.
+    """
+    body = body or request_body()
+    url = f"{server.url}/predict"
+    if warmup:
+        await burst(url, warmup, body)
+    args = (url, int(level), body) if mode != "open" else (url, level, body)
+    frame = pd.DataFrame(await LOAD_MODES[mode](*args, **load_options))
+    frame.insert(0, "request_id", range(len(frame)))
+    frame = frame.assign(**run_metadata(server, mode, level, repeat, body.wire))
+    if save:
+        save_run(frame)
+    return frame
 
 
 async def measure(
@@ -476,47 +598,74 @@ async def measure(
     mode: str,
     level: float,
     *,
-    body: bytes | None = None,
-    warmup: int = 5,
     repeats: int = 1,
-    save: bool = True,
+    max_repeats: int | None = None,
+    tolerance: float = STABILITY_TOLERANCE,
     progress: bool = False,
-    **load_options,
+    **run_options,
 ) -> pd.DataFrame:
-    """Warm up, then run one load `repeats` times against a server; one row per request.
-
-    mode: "burst" (level = requests fired at once), "closed" (level = concurrency;
-    pass requests= or duration_s=) or "open" (level = requests/s; pass requests= or
-    duration_s=, arrivals=). Each repeat is saved to results/ as soon as it ends.
-    """
-    body = body or request_body()
-    url = f"{server.url}/predict"
+    """`run_once` at least `repeats` times, and on (up to `max_repeats`) until the last
+    three runs agree within `tolerance` in throughput and median latency (`is_stable`)."""
+    max_repeats = max(repeats, max_repeats or repeats)
     frames = []
-    for repeat in trange(repeats, desc=f"{server.name} {mode} {level}", disable=not progress):
-        if warmup:
-            await burst(url, warmup, body)
-        args = (url, int(level), body) if mode != "open" else (url, level, body)
-        rows = await LOAD_MODES[mode](*args, **load_options)
-        frame = pd.DataFrame(rows)
-        frame.insert(0, "request_id", range(len(frame)))
-        frame = frame.assign(**run_metadata(server, mode, level, repeat))
-        if save:
-            save_run(frame)
-        frames.append(frame)
+    for repeat in trange(max_repeats, desc=f"{server.name} {mode} {level}", disable=not progress):
+        frames.append(await run_once(server, mode, level, repeat=repeat, **run_options))
+        if repeat + 1 >= repeats and stability(pd.concat(frames), tolerance)["stable"].all():
+            break
     return pd.concat(frames, ignore_index=True)
 
 
 async def sweep(
-    servers: list[Server], mode: str, levels: list[float], repeats: int = 1, **options
+    servers: list[Server],
+    mode: str,
+    levels: list[float],
+    *,
+    repeats: int = 1,
+    max_repeats: int | None = None,
+    tolerance: float = STABILITY_TOLERANCE,
+    isolate: bool = True,
+    **run_options,
 ) -> pd.DataFrame:
-    """`measure` every server at every level, `repeats` times each, with a progress bar."""
-    frames = []
-    with tqdm(total=len(servers) * len(levels), desc=f"{mode} sweep") as bar:
-        for server in servers:
-            for level in levels:
-                bar.set_postfix_str(f"{server.name} @ {level}")
-                frames.append(await measure(server, mode, level, repeats=repeats, **options))
-                bar.update()
+    """Measure every server at every level, in rounds, until the points are stable.
+
+    Each round runs every level on one server, then on the next, the order reversed
+    every other round (A B, B A, ...) so that a machine that speeds up or slows down
+    affects all servers alike. With `isolate`, only the server being measured runs
+    (the others are stopped and restarted on their turn): an idle LitServe server
+    with batching polls its queue and takes CPU from the one being measured. After
+    `repeats` rounds, points whose last three runs agree within `tolerance` in
+    throughput and median latency are done; the others go on, up to `max_repeats`.
+    """
+    max_repeats = max(repeats, max_repeats or repeats)
+    frames: list[pd.DataFrame] = []
+    unstable = {point_key(s, level) for s in servers for level in levels}
+    with tqdm(total=len(unstable) * max_repeats, desc=f"{mode} sweep") as bar:
+        for round_ in range(max_repeats):
+            order = servers if round_ % 2 == 0 else servers[::-1]
+            for server in order:
+                todo = [lv for lv in levels if point_key(server, lv) in unstable]
+                if not todo:
+                    continue
+                if isolate and len(servers) > 1:
+                    for other in servers:
+                        if other is not server:
+                            other.stop()
+                    if not server.running:
+                        server.start()
+                for level in todo:
+                    bar.set_postfix_str(f"round {round_ + 1}: {server.name} @ {level}")
+                    run = await run_once(server, mode, level, repeat=round_, **run_options)
+                    frames.append(run)
+                    bar.update()
+            if round_ + 1 >= repeats:
+                points = stability(pd.concat(frames), tolerance)
+                unstable = {
+                    (p.server, p.options, p.level) for p in points[~points.stable].itertuples()
+                }
+                if not unstable:
+                    break
+        bar.total = bar.n
+        bar.refresh()
     return pd.concat(frames, ignore_index=True)
 
 
@@ -544,16 +693,22 @@ RUN_KEYS = [
     "options",
     "max_batch_size",
     "batch_timeout",
+    "wire",
     "mode",
     "level",
     "repeat",
 ]
+POINT_KEYS = ["server", "options", "wire", "mode", "level"]  # a point: runs repeated
 PERCENTILES = [50, 90, 95, 99]
 
 
 def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """One row per run: counts, total runtime, throughput and latency statistics (ms)."""
+    """One row per run: counts, total runtime, throughput, latency statistics (ms) and,
+    where the server sent a Server-Timing header, the median time of each stage (ms)."""
     by = by or [k for k in RUN_KEYS if k in requests]
+    timed = [
+        c for c in [*STAGE_COLUMNS, "server_ms"] if c in requests and requests[c].notna().any()
+    ]
 
     def one_run(run: pd.DataFrame) -> pd.Series:
         ok = run[run["status"] == 200]
@@ -573,17 +728,75 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
         stats.update({f"p{p}_ms": latency_ms.quantile(p / 100) for p in PERCENTILES})
         stats["max_ms"] = latency_ms.max()
         stats["max_send_lag_ms"] = run["send_lag_s"].max() * 1000
+        stats.update({column: ok[column].median() for column in timed})
+        if "server_ms" in timed:  # the client, the network, waiting to be read
+            stats["outside_ms"] = (latency_ms - ok["server_ms"]).median()
+            stats["mean_batch_size"] = ok["batch_size"].mean()
         return pd.Series(stats)
 
     grouped = requests.groupby(by, sort=False, dropna=False)  # FastAPI has no batch options
-    return grouped.apply(one_run, include_groups=False).reset_index()
+    table = grouped.apply(one_run, include_groups=False).reset_index()
+    return table.astype({"requests": int, "errors": int})
 
 
-def spread(summary: pd.DataFrame, value: str, by=("server", "mode", "level")) -> pd.DataFrame:
-    """Median, min and max of `value` over repeated runs: a range, not one point."""
+def rounded(table: pd.DataFrame) -> pd.DataFrame:
+    """For reading: milliseconds to 0.1, seconds to 0.001, rates to 0.1; counts stay integers."""
+    decimals = {}
+    for column in table.select_dtypes("float").columns:
+        name = str(column)
+        if name.endswith("_ms"):
+            decimals[column] = 1
+        elif name.endswith("_s"):
+            decimals[column] = 3
+        elif name.endswith("_rps") or name.endswith("images_per_s"):
+            decimals[column] = 1
+    return table.round(decimals)
+
+
+STABILITY_WINDOW = 3  # as perf_analyzer: the last three readings must agree
+
+
+def is_stable(values, tolerance: float = STABILITY_TOLERANCE, window: int = STABILITY_WINDOW):
+    """Whether the last `window` readings (at least two) all lie within `tolerance`
+    (0.10 = 10%) of their mean: the stability rule of NVIDIA's perf_analyzer."""
+    last = list(values)[-window:]
+    if len(last) < 2:
+        return False  # one reading cannot show that a measurement repeats
+    mean = sum(last) / len(last)
+    return all(abs(value - mean) <= tolerance * abs(mean) for value in last)
+
+
+def stability(
+    requests: pd.DataFrame,
+    tolerance: float = STABILITY_TOLERANCE,
+    window: int = STABILITY_WINDOW,
+    values=("throughput_rps", "p50_ms"),
+) -> pd.DataFrame:
+    """Per measured point: its runs, and whether each of `values` is stable over them."""
+    summary = summarize(requests).sort_values("repeat", kind="stable")
+    keys = [k for k in POINT_KEYS if k in summary]
+    rows = []
+    for key, point in summary.groupby(keys, sort=False, dropna=False):
+        stable = all(is_stable(point[v], tolerance, window) for v in values)
+        rows.append({**dict(zip(keys, key, strict=True)), "runs": len(point), "stable": stable})
+    return pd.DataFrame(rows)
+
+
+def spread(
+    summary: pd.DataFrame,
+    value: str,
+    by=("server", "mode", "level"),
+    tolerance: float = STABILITY_TOLERANCE,
+    window: int = STABILITY_WINDOW,
+) -> pd.DataFrame:
+    """Median, min and max of `value` over repeated runs (a range, not one point), and
+    whether its last `window` runs agree within `tolerance` (`is_stable`)."""
     by = [k for k in by if k in summary]
-    table = summary.groupby(by, sort=False)[value].agg(["median", "min", "max", "count"])
-    return table.rename(columns={"count": "runs"}).reset_index()
+    ordered = summary.sort_values("repeat", kind="stable") if "repeat" in summary else summary
+    grouped = ordered.groupby(by, sort=False)[value]
+    table = grouped.agg(["median", "min", "max", "count"]).rename(columns={"count": "runs"})
+    table["stable"] = grouped.apply(lambda v: is_stable(v, tolerance, window))
+    return table.reset_index()
 
 
 def load_reference() -> pd.DataFrame:
@@ -595,36 +808,63 @@ def original_tables(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The original README's two tables, this run beside the published figures.
 
     1. total runtime per burst (s); 2. mean response time per request, printed as
-    the original did: mean ± 2 standard deviations (ms). Medians over repeats.
+    the original did: mean ± 2 standard deviations (ms). Medians over repeats. Every
+    published burst size is shown, whatever sizes this run measured (NaN: not measured).
     """
     bursts = summary[summary["mode"] == "burst"].rename(columns={"level": "concurrency"})
     reference = load_reference()
+
+    def published(column):
+        table = reference.pivot(index="concurrency", columns="server", values=column)
+        return table.add_suffix(" (original)")
+
     runtime = bursts.pivot_table("total_runtime_s", "concurrency", "server", aggfunc="median")
-    runtime = runtime.join(
-        reference.pivot(index="concurrency", columns="server", values="total_runtime_s").add_suffix(
-            " (original)"
-        ),
-        how="left",
-    )
+    runtime = runtime.join(published("total_runtime_s"), how="outer")
     mean = bursts.pivot_table("mean_ms", "concurrency", "server", aggfunc="median")
-    std = bursts.pivot_table("std_ms", "concurrency", "server", aggfunc="median")
-    latency = mean.round(1).astype(str) + " ± " + (2 * std).round(1).astype(str)
-    ref = reference.assign(
-        text=reference["mean_latency_ms"].round(1).astype(str)
+    two_std = 2 * bursts.pivot_table("std_ms", "concurrency", "server", aggfunc="median")
+    latency = mean.round(1).astype(str) + " ± " + two_std.round(1).astype(str)
+    ref_text = (
+        published("mean_latency_ms").round(1).astype(str)
         + " ± "
-        + reference["latency_spread_ms"].round(1).astype(str)
+        + published("latency_spread_ms").round(1).astype(str)
     )
-    latency = latency.join(
-        ref.pivot(index="concurrency", columns="server", values="text").add_suffix(" (original)"),
-        how="left",
+    return runtime, latency.join(ref_text, how="outer")
+
+
+def below_zero(summary: pd.DataFrame) -> dict:
+    """How many rows of the mean ± 2 std table reach below zero, this run and published."""
+    bursts = summary[summary["mode"] == "burst"]
+    ours = bursts.groupby(["server", "level"])[["mean_ms", "std_ms"]].median()
+    reference = load_reference()
+    return {
+        "this run": int((ours["mean_ms"] - 2 * ours["std_ms"] < 0).sum()),
+        "this run rows": len(ours),
+        "published": int((reference["mean_latency_ms"] < reference["latency_spread_ms"]).sum()),
+        "published rows": len(reference),
+    }
+
+
+def first_answers(requests: pd.DataFrame) -> pd.DataFrame:
+    """When the first, the median and the last answer of each burst came back (ms, median
+    over repeats): batching makes the first answers wait for a batch to fill."""
+    ok = requests[(requests["status"] == 200) & (requests["mode"] == "burst")]
+    per_run = ok.groupby(["server", "level", "run_id"])["latency_s"].agg(
+        first_ms="min", median_ms="median", last_ms="max"
     )
-    return runtime, latency
+    return (per_run * 1000).groupby(["server", "level"]).median().round(1)
 
 
 def percentile_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Latency percentiles (ms, median over repeats) per server and level."""
     cols = [f"p{p}_ms" for p in PERCENTILES] + ["max_ms"]
     return summary.groupby(["server", "mode", "level"], sort=False)[cols].median().round(1)
+
+
+def latency_budget_ms(ceiling: pd.DataFrame, passes: int = 10) -> float:
+    """The latency budget both tuning notebooks use: `passes` forward passes of one image
+    through the model alone, as measured in this run (so it scales with the hardware)."""
+    one_image = ceiling[ceiling["batch_size"] == 1]
+    return passes * 1000 / one_image["images_per_s"].median()
 
 
 def max_sustained_rate(summary: pd.DataFrame, p99_budget_ms: float) -> pd.Series:
@@ -651,38 +891,72 @@ def speedup(summary: pd.DataFrame, value: str = "total_runtime_s") -> pd.Series:
 def model_ceiling(
     batch_sizes=(1, 2, 4, 8, 16, 32, 64),
     repeats: int = 5,
-    device: str | None = None,
+    *,
+    workers: int = 1,
     threads: int | None = None,
+    device: str | None = None,
     classifier=None,
 ) -> pd.DataFrame:
     """Images/s of the model alone (no HTTP, no decoding) per batch size: the hardware ceiling.
 
-    Uses the servers' device and thread settings: on the CPU, all cores for one
-    process (FastAPI, or LitServe with one worker).
+    Measured in the servers' arrangement: `workers` processes with `threads` torch
+    threads each (default: the cores divided among them, as LitServe's CPU workers
+    get them), all running at once; images/s is their sum. One worker runs in this
+    process (on the CPU its torch thread count stays set afterwards).
     """
+    from demo_servers.hardware import cpu_threads_per_worker
+
+    threads = threads or cpu_threads_per_worker(workers)
+    if workers == 1:
+        rows = time_forward_passes(batch_sizes, repeats, threads, device, classifier)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with (
+            context.Manager() as manager,
+            concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
+        ):
+            barrier = manager.Barrier(workers)  # every pass starts in all workers at once
+            args = (batch_sizes, repeats, threads, device, None, barrier)
+            futures = [pool.submit(time_forward_passes, *args) for _ in range(workers)]
+            rows = [row for future in futures for row in future.result()]
+    frame = pd.DataFrame(rows).groupby(["batch_size", "repeat", "device"], as_index=False)
+    frame = frame.agg(seconds=("seconds", "max"), images_per_s=("images_per_s", "sum"))
+    return frame.assign(torch_threads=threads, workers=workers)
+
+
+def time_forward_passes(batch_sizes, repeats, threads, device=None, classifier=None, barrier=None):
+    """Time `repeats` forward passes per batch size (after a warm-up) in this process."""
     import torch
 
-    from demo_servers.hardware import cpu_threads_per_worker
     from demo_servers.model import load_classifier
 
     classifier = classifier or load_classifier(device=device)
     if classifier.device.type == "cpu":
-        torch.set_num_threads(threads or cpu_threads_per_worker(1))
+        torch.set_num_threads(threads)
     pixels = classifier.preprocess([Image.open(CAT_IMAGE).convert("RGB")])
     sync = torch.cuda.synchronize if classifier.device.type == "cuda" else (lambda: None)
     rows = []
-    for batch_size in tqdm(batch_sizes, desc="model ceiling"):
+    for batch_size in tqdm(batch_sizes, desc="model ceiling", disable=barrier is not None):
         batch = pixels.expand(batch_size, -1, -1, -1).contiguous()
         classifier.probabilities(batch)  # warm-up
         for repeat in range(repeats):
+            if barrier is not None:
+                barrier.wait()
             sync()
             start = time.perf_counter()
             classifier.probabilities(batch)
             sync()
             seconds = time.perf_counter() - start
-            rows.append({"batch_size": batch_size, "repeat": repeat, "seconds": seconds})
-    frame = pd.DataFrame(rows).assign(images_per_s=lambda d: d["batch_size"] / d["seconds"])
-    return frame.assign(device=str(classifier.device), torch_threads=torch.get_num_threads())
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "repeat": repeat,
+                    "device": str(classifier.device),
+                    "seconds": seconds,
+                    "images_per_s": batch_size / seconds,
+                }
+            )
+    return rows
 
 
 def best_images_per_s(ceiling: pd.DataFrame) -> float:
@@ -690,20 +964,114 @@ def best_images_per_s(ceiling: pd.DataFrame) -> float:
     return ceiling.groupby("batch_size")["images_per_s"].median().max()
 
 
-async def client_ceiling(concurrency: int = 32, requests: int = 2000) -> dict:
+@dataclass
+class CeilingCheck:
+    """The model-alone ceiling read before and after the served runs, against what was served.
+
+    A server can never beat the model alone on the same machine. If one seems to, or
+    the two readings disagree, the machine did other work during the run and the
+    comparison cannot be trusted."""
+
+    before: float  # best images/s (median over repeats) before the served runs
+    after: float  # ... and after them
+    batch_size: int  # where the best was reached
+    one_image: float  # batch-1 images/s (both readings)
+    served: float  # the best requests/s any server sustained
+    tolerance: float = STABILITY_TOLERANCE
+
+    @property
+    def ceiling(self) -> float:
+        return (self.before + self.after) / 2
+
+    @property
+    def drift(self) -> float:
+        return abs(self.before - self.after) / max(self.before, self.after)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.served > max(self.before, self.after)
+
+    @property
+    def trustworthy(self) -> bool:
+        return self.drift <= self.tolerance and not self.exceeded
+
+    def __str__(self) -> str:
+        text = (
+            f"Model alone, batch {self.batch_size}: {self.before:.1f} images/s before the served "
+            f"runs and {self.after:.1f} after (batch 1: {self.one_image:.1f}); the best server "
+            f"served {self.served:.1f} requests/s."
+        )
+        if self.trustworthy:
+            return text + (
+                f" The readings agree within {self.tolerance:.0%} and no server went above "
+                "them: the fractions of the ceiling below can be trusted."
+            )
+        if self.exceeded:
+            why = (
+                f"a server served more than the model alone can do ({self.served:.1f} > "
+                f"{max(self.before, self.after):.1f}), so the ceiling was read on a busier "
+                "machine than the servers ran on"
+            )
+        else:
+            why = (
+                f"the two readings differ by {self.drift:.0%}, more than {self.tolerance:.0%}, "
+                "so the machine's speed changed during the run"
+            )
+        return text + (
+            f"\nNOT TRUSTWORTHY: {why}. The machine was busy with other work (a browser, "
+            "another kernel, a build). No fraction of the ceiling is shown: close other work "
+            "and run the notebook again."
+        )
+
+
+def ceiling_check(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    summary: pd.DataFrame,
+    tolerance: float = STABILITY_TOLERANCE,
+) -> CeilingCheck:
+    """Compare two `model_ceiling` readings with each other and with the served throughput."""
+    medians = pd.concat([before, after]).groupby("batch_size")["images_per_s"].median()
+    return CeilingCheck(
+        before=best_images_per_s(before),
+        after=best_images_per_s(after),
+        batch_size=int(medians.idxmax()),
+        one_image=float(medians.get(1, float("nan"))),
+        served=summary.groupby(["server", "level"])["throughput_rps"].median().max(),
+        tolerance=tolerance,
+    )
+
+
+def ceiling_fractions(summary: pd.DataFrame, check: CeilingCheck) -> pd.DataFrame:
+    """Served requests/s per level, and as a share of the best and of the batch-1 ceiling
+    (FastAPI always runs batch 1); the shares only where `check` says they can be trusted."""
+    served = summary.pivot_table("throughput_rps", "level", "server", aggfunc="median")
+    table = served.round(1).add_suffix(" req/s")
+    if not check.trustworthy:
+        return table
+    best = (served / check.ceiling).map("{:.0%}".format)
+    one = (served / check.one_image).map("{:.0%}".format)
+    shares = [best.add_suffix(f" / batch {check.batch_size}"), one.add_suffix(" / batch 1")]
+    return pd.concat([table, *shares], axis=1)
+
+
+async def client_ceiling(
+    concurrency: int = 32, requests: int = 2000, body: Body | None = None
+) -> dict:
     """What the load generator alone can drive: closed loop against the null server.
 
     Returns requests/s and the client's CPU time per request. If a served
     benchmark gets near these numbers, the client, not the server, is measured.
     """
-    with start_server("null", quiet=True) as server:
-        body = request_body()
+    body = body or request_body()
+    with start_server("null", quiet=True, replace=False) as server:  # leave others' null servers
         await burst(f"{server.url}/predict", concurrency, body)  # warm-up
         cpu, wall = time.process_time(), time.perf_counter()
         rows = await closed_loop(f"{server.url}/predict", concurrency, body, requests=requests)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     ok = sum(r["status"] == 200 for r in rows)
     return {
+        "wire": body.wire,
         "concurrency": concurrency,
         "requests": len(rows),
         "errors": len(rows) - ok,
@@ -752,7 +1120,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_metadata(server: Server, mode: str, level: float, repeat: int) -> dict:
+def run_metadata(server: Server, mode: str, level: float, repeat: int, wire: str) -> dict:
     info = server.info()
     model = info.get("model") or {}
     return {
@@ -761,6 +1129,7 @@ def run_metadata(server: Server, mode: str, level: float, repeat: int) -> dict:
         "server": server.name,
         "options": json.dumps(server.options, sort_keys=True),
         **{k: server.options.get(k) for k in ("max_batch_size", "batch_timeout")},
+        "wire": wire,
         "mode": mode,
         "level": level,
         "repeat": repeat,
@@ -795,6 +1164,7 @@ def load_results(results_dir: Path | None = None, **filters) -> pd.DataFrame:
 # ---------------------------------------------------------------- plots
 
 SERVER_COLORS = {"fastapi": "tab:blue", "litserve": "tab:orange", "null": "tab:gray"}
+UNSTABLE = {"marker": "x", "color": "red", "s": 80, "zorder": 5}
 
 
 def _axes(ncols: int = 1, width: float = 6.0):
@@ -804,101 +1174,158 @@ def _axes(ncols: int = 1, width: float = 6.0):
     return figure, axes[0]
 
 
+def _plain_numbers(axis) -> None:
+    """Tick labels as plain numbers (1, 10, 100, 1,000), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+
+
+def _level_axis(ax, levels, label: str) -> None:
+    """An x axis for load levels: log-scaled when they span more than 5x (so a burst of 10
+    stays readable beside one of 200), ticks at the levels themselves, as integers."""
+    from matplotlib.ticker import NullLocator
+
+    levels = sorted({float(v) for v in levels})
+    if levels and levels[-1] > 5 * levels[0]:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(levels)
+    _plain_numbers(ax.xaxis)
+    ax.set_xlabel(label)
+
+
 def _median_with_range(data: pd.DataFrame, y: str, ax) -> None:
-    """One line per server over `level`: the median, with a min-max band over repeats."""
+    """One line per server over `level`: the median, a min-max band over repeats, and a red x
+    on every point whose repeats disagree by more than 10% (see `is_stable`)."""
     import seaborn as sns
 
+    palette = {s: SERVER_COLORS.get(s, "tab:green") for s in data["server"].unique()}
     sns.lineplot(
         data, x="level", y=y, hue="server", marker="o", ax=ax,
-        estimator="median", errorbar=("pi", 100), palette=SERVER_COLORS,
+        estimator="median", errorbar=("pi", 100), palette=palette,
     )  # fmt: skip
+    points = spread(data, y)
+    unstable = points[~points["stable"]]
+    if len(unstable):
+        ax.scatter(unstable["level"], unstable["median"], label="unstable", **UNSTABLE)
+    ax.legend()
 
 
-def plot_runtime(summary: pd.DataFrame):
-    """Total runtime of each burst vs its size (the original's first table as a chart)."""
+def plot_runtime(summary: pd.DataFrame, published: bool = True):
+    """Total runtime of each burst vs its size (the original's first table as a chart),
+    log-log so that small bursts stay readable, with the published curves dashed."""
     figure, (ax,) = _axes()
-    _median_with_range(summary[summary["mode"] == "burst"], "total_runtime_s", ax)
-    ax.set(xlabel="concurrent requests in the burst", ylabel="total runtime (s)")
+    bursts = summary[summary["mode"] == "burst"]
+    levels = set(bursts["level"])
+    if published:
+        reference = load_reference()
+        levels |= set(reference["concurrency"])
+        for server, rows in reference.groupby("server"):
+            ax.plot(
+                rows["concurrency"], rows["total_runtime_s"], linestyle="--", marker="s",
+                color=SERVER_COLORS.get(server), alpha=0.6, label=f"{server}, published (2 GPUs)",
+            )  # fmt: skip
+    _median_with_range(bursts, "total_runtime_s", ax)
+    ax.set_yscale("log")
+    _plain_numbers(ax.yaxis)
+    _level_axis(ax, levels, "concurrent requests in the burst (log scale)")
+    ax.set(ylabel="total runtime (s, log scale)")
     ax.set_title("Time to answer a whole burst (median, band = min-max over repeats)")
     return figure
 
 
-def plot_throughput(summary: pd.DataFrame, ceiling_images_per_s: float | None = None):
-    """Throughput vs concurrency, with the model-alone ceiling as a dashed line."""
+def plot_throughput(
+    summary: pd.DataFrame,
+    ceiling_images_per_s: float | None = None,
+    check: CeilingCheck | None = None,
+):
+    """Throughput vs load level, with the model-alone ceiling as dashed lines: one number,
+    or both readings of a `ceiling_check` (its best batch size, and batch 1)."""
     figure, (ax,) = _axes()
+    if check is not None:
+        label = f"model alone, batch {check.batch_size}: {check.ceiling:.1f}/s"
+        ax.axhline(check.ceiling, color="black", linestyle="--", label=label)
+        label = f"model alone, batch 1: {check.one_image:.1f}/s"
+        ax.axhline(check.one_image, color="gray", linestyle=":", label=label)
+    elif ceiling_images_per_s:
+        label = f"model alone: {ceiling_images_per_s:.1f}/s"
+        ax.axhline(ceiling_images_per_s, color="black", linestyle="--", label=label)
     _median_with_range(summary, "throughput_rps", ax)
-    if ceiling_images_per_s:
-        ax.axhline(ceiling_images_per_s, color="black", linestyle="--", label="model alone")
-        ax.legend()
-    ax.set(xlabel="concurrency (requests in flight)", ylabel="throughput (requests/s)")
+    _level_axis(ax, summary["level"], "concurrency (requests in flight)")
+    ax.set(ylabel="throughput (requests/s)")
     ax.set_ylim(bottom=0)
     ax.set_title("Served throughput vs the hardware ceiling")
     return figure
 
 
 def plot_latency(requests: pd.DataFrame):
-    """Latency distribution per level and server: violins, and ECDFs with p50/p99 marked."""
+    """Latency per request: violins per level (log scale), and one ECDF per level with
+    each server's p50 (dotted) and p99 (dashed) marked."""
+    import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     ok = requests[requests["status"] == 200].assign(latency_ms=lambda d: d["latency_s"] * 1000)
-    figure, (box, ecdf) = _axes(2)
+    levels = sorted(ok["level"].unique())
+    palette = {s: SERVER_COLORS.get(s, "tab:green") for s in ok["server"].unique()}
+    figure = plt.figure(figsize=(max(12, 3.2 * len(levels)), 8))
+    grid = figure.add_gridspec(2, len(levels))
+    box = figure.add_subplot(grid[0, :])
     sns.violinplot(
-        ok,
-        x="level",
-        y="latency_ms",
-        hue="server",
-        ax=box,
-        palette=SERVER_COLORS,
-        cut=0,
-        inner="quartile",
-        density_norm="width",
-    )
-    box.set(xlabel="concurrency", ylabel="latency (ms)", title="Latency per request (quartiles)")
-    sns.ecdfplot(ok, x="latency_ms", hue="server", ax=ecdf, palette=SERVER_COLORS)
-    for server, group in ok.groupby("server"):
-        for p, style in ((50, ":"), (99, "--")):
-            value = group["latency_ms"].quantile(p / 100)
-            ecdf.axvline(value, color=SERVER_COLORS.get(server), linestyle=style, linewidth=1)
-    ecdf.set(
-        xlabel="latency (ms)",
-        ylabel="fraction of requests",
-        title="ECDF, all levels (dotted p50, dashed p99)",
-    )
-    figure.tight_layout()
+        ok, x="level", y="latency_ms", hue="server", ax=box, palette=palette, cut=0,
+        inner="quartile", density_norm="width", log_scale=True,
+    )  # fmt: skip
+    _plain_numbers(box.yaxis)
+    box.set(xlabel="concurrency", ylabel="latency (ms, log scale)")
+    box.set_title("Latency per request (lines: quartiles)")
+    for i, level in enumerate(levels):
+        ax = figure.add_subplot(grid[1, i])
+        at_level = ok[ok["level"] == level]
+        sns.ecdfplot(at_level, x="latency_ms", hue="server", ax=ax, palette=palette, legend=False)
+        for server, group in at_level.groupby("server"):
+            for p, style in ((50, ":"), (99, "--")):
+                value = group["latency_ms"].quantile(p / 100)
+                ax.axvline(value, color=palette[server], linestyle=style, linewidth=1)
+        ax.set(xlabel="latency (ms)", ylabel="fraction of requests" if i == 0 else "")
+        ax.set_title(f"ECDF at {level:g}")
+    handles = [Line2D([], [], color=c, label=s) for s, c in palette.items()]
+    handles += [Line2D([], [], color="black", linestyle=":", label="p50")]
+    handles += [Line2D([], [], color="black", linestyle="--", label="p99")]
+    figure.legend(handles=handles, loc="lower center", ncols=len(handles))
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
 
 
 def plot_latency_vs_throughput(summary: pd.DataFrame, percentile: int = 99):
     """The serving trade-off: achieved throughput vs latency, one point per offered rate."""
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     figure, (ax,) = _axes()
     data = summary.sort_values("level")
+    palette = {s: SERVER_COLORS.get(s, "tab:green") for s in data["server"].unique()}
     for column, style in (("p50_ms", ":"), (f"p{percentile}_ms", "-")):
         sns.lineplot(
-            data,
-            x="throughput_rps",
-            y=column,
-            hue="server",
-            marker="o",
-            linestyle=style,
-            ax=ax,
-            palette=SERVER_COLORS,
-            sort=False,
-            estimator=None,
-            legend=column == "p50_ms",
-        )
+            data, x="throughput_rps", y=column, hue="server", marker="o", linestyle=style,
+            ax=ax, palette=palette, sort=False, estimator=None, legend=False,
+        )  # fmt: skip
+    handles = [Line2D([], [], color=c, marker="o", label=s) for s, c in palette.items()]
+    handles += [Line2D([], [], color="black", linestyle=":", label="p50")]
+    handles += [Line2D([], [], color="black", label=f"p{percentile}")]
+    ax.legend(handles=handles)
     ax.set(
         xlabel="achieved throughput (requests/s)",
         ylabel="latency (ms), log scale",
         yscale="log",
         title=f"Latency vs throughput (dotted p50, solid p{percentile})",
     )
+    _plain_numbers(ax.yaxis)
     return figure
 
 
-def plot_grid(summary: pd.DataFrame):
-    """Heatmaps over max_batch_size x batch_timeout: throughput and p95 latency."""
+def plot_grid(summary: pd.DataFrame, latency: str = "p95_ms"):
+    """Heatmaps over max_batch_size x batch_timeout: throughput and a latency percentile."""
     import seaborn as sns
 
     figure, axes = _axes(2, width=5.5)
@@ -906,7 +1333,7 @@ def plot_grid(summary: pd.DataFrame):
         axes,
         [
             ("throughput_rps", "throughput (requests/s)", "viridis"),
-            ("p95_ms", "p95 latency (ms)", "viridis_r"),
+            (latency, f"{latency.removesuffix('_ms')} latency (ms)", "viridis_r"),
         ],
         strict=True,
     ):

@@ -1,8 +1,9 @@
 """HTTP limits: what every server puts in front of its endpoints.
 
 A server that accepts uploads from anyone must bound what one client can make it do:
-- headers: at most `MAX_HEADER_BYTES` (uvicorn's h11 parser enforces it and answers 400;
-  its faster httptools parser has no such limit, so a 128 MiB header stalls the loop);
+- headers: at most `MAX_HEADER_BYTES` while they arrive (uvicorn's h11 parser answers 400
+  and closes; a header block that arrives whole in one read, up to 256 KiB, still passes);
+  its faster httptools parser has no such limit, and a 128 MiB header stalls its loop;
 - body: at most `MAX_BODY_BYTES` (413), arriving within `BODY_TIMEOUT_S` (408), so a
   client that declares a long body and stops sending cannot hold a request open forever;
 - connections: at most `MAX_CONNECTIONS` at once (503 beyond), idle ones closed after

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import textwrap
 from pathlib import Path
 
 log = logging.getLogger("demo_servers")
@@ -53,11 +54,12 @@ def offline_banner(model_id: str, exc: Exception) -> str:
     else:
         first_sentence = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc) else ""
         reason = f"{type(exc).__name__}: {first_sentence}"
-    rule = "!" * 78
-    return (
-        f"\n{rule}\nOFFLINE FALLBACK: no {model_id} weights ({reason}).\n"
-        f"Using the same ResNet-50 with RANDOM weights (seed {RANDOM_SEED}): timings are real,\n"
-        "predictions meaningless. For real ones, go online (and unset HF_HUB_OFFLINE) or\n"
-        "point at a local save_pretrained() copy: --weights DIR or RESNET_WEIGHTS=DIR for\n"
-        f"a server, load_classifier(weights=DIR) in Python.\n{rule}"
+    text = (
+        f"OFFLINE FALLBACK: no {model_id} weights ({reason}). Using the same ResNet-50 with "
+        f"RANDOM weights (seed {RANDOM_SEED}): timings are real, predictions meaningless. "
+        "For real ones, go online (and unset HF_HUB_OFFLINE) or point at a local "
+        "save_pretrained() copy: --weights DIR or RESNET_WEIGHTS=DIR for a server, "
+        "load_classifier(weights=DIR) in Python."
     )
+    rule = "!" * 78
+    return f"\n{rule}\n{textwrap.fill(text, 78, break_long_words=False)}\n{rule}"

@@ -19,16 +19,24 @@ def classifier():
     return load_classifier("auto", "cpu")
 
 
+BODY_TIMEOUT_S = 2.0  # short, so the slow-body tests finish quickly
+
+
 @pytest.fixture(scope="session")
 def fastapi_server():
-    with helpers.start_server("fastapi", replace=False) as server:
+    with helpers.start_server("fastapi", replace=False, body_timeout=BODY_TIMEOUT_S) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def litserve_server():
     with helpers.start_server(
-        "litserve", replace=False, max_batch_size=8, batch_timeout=0.2, log_batch_sizes=True
+        "litserve",
+        replace=False,
+        max_batch_size=8,
+        batch_timeout=0.2,
+        log_batch_sizes=True,
+        body_timeout=BODY_TIMEOUT_S,
     ) as server:
         yield server
 

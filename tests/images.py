@@ -1,5 +1,7 @@
 """Test images: several sizes, modes and formats, plus the bad uploads of the issue list."""
 
+import io
+import random
 import struct
 import zlib
 
@@ -61,3 +63,63 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
 def truncated_jpeg() -> bytes:
     data = helpers.encode_image(cat(), "JPEG")
     return data[: len(data) // 2]
+
+
+def encoded_formats() -> dict[str, bytes]:
+    """The cat in every format a server accepts (JPEG covers MPO)."""
+    image = cat()
+    return {
+        fmt: helpers.encode_image(image, fmt)
+        for fmt in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+    }
+
+
+TRUNCATION_POINTS = (8, 0.05, 0.5, 0.9, -1)  # header only, ..., all but the last byte
+
+
+def truncations() -> dict[str, bytes]:
+    """Every accepted format cut short at several points."""
+    cuts = {}
+    for fmt, data in encoded_formats().items():
+        for point in TRUNCATION_POINTS:
+            end = point if isinstance(point, int) else int(len(data) * point)
+            cuts[f"{fmt} cut at {point}"] = data[:end]
+    return cuts
+
+
+def bit_flips(count: int = 6, seed: int = 0) -> dict[str, bytes]:
+    """JPEGs and PNGs with a few random bits flipped in the middle of their data."""
+    rng = random.Random(seed)
+    corrupted = {}
+    for fmt in ("JPEG", "PNG"):
+        data = encoded_formats()[fmt]
+        for i in range(count):
+            damaged = bytearray(data)
+            for _ in range(8):
+                position = rng.randrange(len(damaged) // 10, len(damaged))
+                damaged[position] ^= 1 << rng.randrange(8)
+            corrupted[f"{fmt} flipped {i}"] = bytes(damaged)
+    return corrupted
+
+
+def strip(width: int, height: int) -> bytes:
+    """A tiny PNG of extreme aspect ratio: cheap to send, costly to resize (short side to 256)."""
+    return helpers.encode_image(Image.new("RGB", (width, height), (200, 30, 30)), "PNG")
+
+
+def other_format(fmt: str) -> bytes:
+    """An image in a format PIL reads but the servers do not accept."""
+    image = cat().resize((64, 48))
+    return helpers.encode_image(image.convert("RGB") if fmt != "ICO" else image, fmt)
+
+
+def sideways_jpeg() -> tuple[bytes, Image.Image]:
+    """A phone photo: pixels stored sideways, with an EXIF tag saying "rotate 90° clockwise".
+    Returns the JPEG and the upright image it shows."""
+    upright = cat()
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the 0th row is the visual right-hand side
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue(), upright

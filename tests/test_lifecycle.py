@@ -1,5 +1,6 @@
 """Starting and stopping servers never leaves a process or a busy port behind."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -49,7 +50,9 @@ def test_exception_inside_with_block_stops_the_server():
 
 def test_litserve_workers_are_stopped_with_the_group(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the servers' working directory
-    with helpers.start_server("litserve", quiet=True, workers_per_device=2) as server:
+    with helpers.start_server(
+        "litserve", quiet=True, replace=False, workers_per_device=2
+    ) as server:
         pgid = server.process.pid
         members = processes_in_group(pgid)
         assert len(members) >= 3, members  # main, 2 inference workers, the HTTP process(es)
@@ -88,7 +91,7 @@ def test_a_port_in_use_is_a_clear_error():
 
 def test_a_server_that_dies_at_start_shows_its_log():
     with pytest.raises(helpers.ServerError, match="exited with code") as error:
-        helpers.start_server("fastapi", quiet=True, weights="/no/such/directory")
+        helpers.start_server("fastapi", quiet=True, replace=False, weights="/no/such/directory")
     assert "does not exist" in str(error.value)
 
 
@@ -125,3 +128,112 @@ def test_servers_die_with_their_parent(how):
         time.sleep(0.2)
     assert processes_in_group(pgid) == []
     assert not helpers.port_in_use(port)
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_importing_helpers_starts_and_registers_nothing():
+    """The exit and SIGTERM handlers that stop servers come with the first server."""
+    out = run_python(
+        """
+        import atexit, signal
+        ours = []
+        register = atexit.register
+        atexit.register = lambda f: ours.append(f.__module__ == "helpers") or register(f)
+        import helpers
+        print(sum(ours), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, end=" ")
+        helpers.start_server("null", quiet=True).stop()
+        print(sum(ours), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+        """
+    )
+    assert out == "0 True 1 False"
+
+
+def test_the_null_server_and_litservers_http_side_import_no_model_stack():
+    out = run_python(
+        """
+        import sys
+        import demo_servers.null_server, demo_servers.litserve_server
+        print(sorted(m for m in ("torch", "transformers", "numpy") if m in sys.modules))
+        """
+    )
+    assert out == "[]"
+
+
+def litserve_workers(server) -> list[int]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True)
+    rows = [line.split(None, 2) for line in out.stdout.splitlines()]
+    return [int(r[0]) for r in rows if int(r[1]) == server.process.pid and "spawn_main" in r[2]]
+
+
+def test_a_killed_litserve_worker_is_replaced_and_health_tells_the_truth():
+    body = helpers.request_body()
+    with helpers.start_server(
+        "litserve", quiet=True, replace=False, max_batch_size=4, batch_timeout=0.05
+    ) as server:
+        (worker,) = litserve_workers(server)
+
+        async def kill_during_a_burst():
+            async with helpers.make_client(12) as client:
+                t0 = time.perf_counter()
+                burst = [
+                    asyncio.create_task(
+                        helpers.timed_request(client, f"{server.url}/predict", body, t0, 0)
+                    )
+                    for _ in range(12)
+                ]
+                await asyncio.sleep(0.3)
+                os.kill(worker, signal.SIGKILL)
+                await asyncio.sleep(0.3)
+                health = (await client.get(f"{server.url}/health")).status_code
+                return await asyncio.gather(*burst), health
+
+        rows, health_after_kill = asyncio.run(kill_during_a_burst())
+        assert health_after_kill == 503
+        statuses = {row["status"] for row in rows}
+        assert statuses <= {200, 503}, statuses
+        assert 503 in statuses  # the requests the dead worker held are answered, not left hanging
+        orphaned = [row for row in rows if row["status"] == 503]
+        assert all("retry" in row["error"] and row["latency_s"] < 5 for row in orphaned)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{server.url}/health").status_code != 200:
+            assert time.monotonic() < deadline, "no new worker"
+            time.sleep(0.2)
+        (new_worker,) = litserve_workers(server)
+        assert new_worker != worker
+        answer = httpx.post(
+            f"{server.url}/predict",
+            content=body.content,
+            headers={"content-type": body.content_type},
+            timeout=60,
+        )
+        assert answer.status_code == 200
+        pgid = server.process.pid
+    assert_gone(server, pgid)
+
+
+def test_connections_over_the_limit_get_a_503():
+    """uvicorn counts open connections: past the limit, newcomers get 503 at once."""
+    body = helpers.request_body({"image_bytes": "00"})
+    with helpers.start_server(
+        "null", quiet=True, replace=False, delay=1.0, max_connections=3
+    ) as server:
+        url = f"{server.url}/predict"
+
+        async def two_then_four():
+            first = asyncio.create_task(helpers.burst(url, 2, body))
+            await asyncio.sleep(0.3)
+            second = await helpers.burst(url, 4, body)  # while the first two are in flight
+            return await first, second
+
+        admitted, refused = asyncio.run(two_then_four())
+        assert [row["status"] for row in admitted] == [200, 200]
+        assert [row["status"] for row in refused] == [503] * 4
+        assert all(row["latency_s"] < 0.9 for row in refused)  # not queued behind the others
+        assert httpx.get(f"{server.url}/health").status_code == 200

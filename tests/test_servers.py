@@ -1,6 +1,7 @@
 """Both demo servers, for real: correct answers, batching, and every bad input refused cleanly."""
 
 import asyncio
+import base64
 import json
 
 import httpx
@@ -156,3 +157,100 @@ def test_a_bad_request_does_not_fail_its_litserve_batch(litserve_server, classif
     scores = [r.json()["score"] for i, r in enumerate(responses) if i != 3]
     expected = [classifier.predict([decode_image(d)])[0]["score"] for d in good]
     assert scores == pytest.approx(expected, abs=1e-4)
+
+
+def send(server, wire: str, data: bytes) -> httpx.Response:
+    """Post one image in one of the wire formats."""
+    url = f"{server.url}/predict"
+    if wire == "hex":
+        return httpx.post(url, json={"image_bytes": data.hex()}, timeout=TIMEOUT)
+    if wire == "base64":
+        return httpx.post(
+            url, json={"image_base64": base64.b64encode(data).decode()}, timeout=TIMEOUT
+        )
+    if wire == "raw":
+        return httpx.post(url, content=data, headers={"content-type": "image/png"}, timeout=TIMEOUT)
+    return httpx.post(url, files={"image": ("cat.png", data)}, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("wire", helpers.WIRE_FORMATS)
+def test_every_wire_format_gives_the_same_answer(server, classifier, wire):
+    data = images.good_images()["png_rgb"]
+    response = send(server, wire, data)
+    assert response.status_code == 200, response.text
+    expected = classifier.predict([decode_image(data)])[0]
+    assert response.json() == {**expected, "score": pytest.approx(expected["score"], abs=1e-4)}
+
+
+@pytest.mark.parametrize("wire", helpers.WIRE_FORMATS)
+def test_every_wire_format_refuses_bad_images_the_same_way(server, wire):
+    response = send(server, wire, images.truncated_jpeg())
+    assert response.status_code == 422
+    assert "could not be decoded" in response.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize("wire", ["raw", "multipart"])
+def test_every_wire_format_has_the_same_size_limit(server, classifier, wire):
+    response = send(server, wire, b"\xff" * (MAX_BODY_BYTES + 1))
+    assert response.status_code == 413
+    assert_still_serving(server, classifier)
+
+
+def test_wrong_content_type_and_bad_encoding_say_so(server):
+    def reply(body: bytes, content_type: str | None) -> httpx.Response:
+        headers = {"content-type": content_type} if content_type else {}
+        return httpx.post(f"{server.url}/predict", content=body, headers=headers)
+
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        response = reply(b"image_bytes=00", content_type)
+        assert response.status_code == 415, response.text
+        message = response.json()["detail"][0]["msg"]
+        assert "Content-Type" in message and "application/json" in message, message
+    latin1 = reply('{"image_bytes": "caf\xe9"}'.encode("latin-1"), "application/json")
+    assert latin1.status_code == 422
+    assert "not UTF-8" in latin1.json()["detail"][0]["msg"]
+    broken = reply(b'{"image_bytes": ', "application/json")
+    assert "not valid JSON" in broken.json()["detail"][0]["msg"]
+    for body in (b'{"image_base64": "@@@"}', b'{"image_bytes": "00", "image_base64": "AA=="}'):
+        assert reply(body, "application/json").status_code == 422
+
+
+def test_a_sideways_phone_photo_is_classified_upright(server, classifier):
+    data, upright = images.sideways_jpeg()
+    response = post_image(server, data)
+    assert response.status_code == 200
+    expected = classifier.predict([upright])[0]["score"]
+    sideways = classifier.predict([upright.transpose(helpers.Image.Transpose.ROTATE_90)])[0]
+    assert abs(expected - sideways["score"]) > 1e-3  # the check means something
+    assert response.json()["score"] == pytest.approx(expected, abs=2e-3)  # JPEG re-encoding
+
+
+def test_server_timing_reports_every_stage(server):
+    """The stages happen one after another inside `total`, which is inside the client's wait."""
+    rows = asyncio.run(helpers.burst(f"{server.url}/predict", 4, helpers.request_body()))
+    for row in rows:
+        assert row["status"] == 200
+        stages = [row[column] for column in helpers.STAGE_COLUMNS if row[column] is not None]
+        assert all(ms >= 0 for ms in stages)
+        assert row["forward_ms"] > 0 and row["decode_ms"] > 0 and row["batch_size"] >= 1
+        assert sum(stages) <= row["server_ms"] + 0.01  # the header rounds to 0.001 ms
+        assert row["server_ms"] <= row["latency_s"] * 1000
+    if server.name == "litserve":
+        assert all(row["queue_ms"] is not None for row in rows)
+
+
+def test_clients_that_ignore_server_timing_see_the_original_answer(server):
+    response = post_image(server, images.good_images()["jpeg_rgb"])
+    assert set(response.json()) == {"predicted_label", "predicted_class", "score"}
+    assert "forward;dur=" in response.headers["server-timing"]
+
+
+@pytest.mark.parametrize("host", ["localhost", "::1"])
+@pytest.mark.parametrize("name", ["fastapi", "litserve"])
+def test_any_loopback_address_can_be_bound(name, host):
+    with helpers.start_server(name, host=host, quiet=True, replace=False) as server:
+        assert server.host == host
+        response = httpx.post(
+            f"{server.url}/predict", json=helpers.image_payload(), timeout=TIMEOUT
+        )
+        assert response.status_code == 200

@@ -229,3 +229,139 @@ def test_max_sustained_rate_needs_budget_no_errors_and_keeping_up():
 def test_offered_rate_comes_from_the_schedule():
     run = FIXED.assign(mode="open", scheduled_s=[0.0, 0.25, 0.5, 0.75, 1.0])
     assert helpers.summarize(run).iloc[0]["offered_rps"] == pytest.approx(5.0)
+
+
+def test_stability_rule():
+    assert helpers.is_stable([10.0, 10.5, 9.6])
+    assert not helpers.is_stable([10.0, 12.0, 9.0])
+    assert helpers.is_stable([5.0, 50.0, 10.0, 10.4, 9.8])  # only the last three count
+    assert not helpers.is_stable([10.0])  # one reading shows nothing
+    assert helpers.is_stable([10.0, 10.9], tolerance=0.05)
+
+
+def test_sweep_alternates_the_order_and_runs_one_server_at_a_time():
+    a = helpers.start_server("null", quiet=True, replace=False)
+    b = helpers.start_server("null", quiet=True, replace=False, delay=0.01)
+    seen = []
+    original = helpers.run_once
+
+    async def spy(server, mode, level, **options):
+        seen.append((server.options.get("delay", 0), level, a.running, b.running))
+        return await original(server, mode, level, **options)
+
+    try:
+        helpers.run_once = spy
+        rows = asyncio.run(
+            helpers.sweep([a, b], "burst", [2, 4], body=BODY, repeats=2, max_repeats=2, warmup=1)
+        )
+    finally:
+        helpers.run_once = original
+        a.stop()
+        b.stop()
+    order = [(delay, level) for delay, level, *_ in seen]
+    assert order == [(0, 2), (0, 4), (0.01, 2), (0.01, 4), (0.01, 2), (0.01, 4), (0, 2), (0, 4)]
+    assert all(a_up != b_up for *_, a_up, b_up in seen)  # exactly one server up per run
+    assert sorted(rows["repeat"].unique()) == [0, 1] and len(rows) == 8 * 3  # 2 or 4 each
+
+
+def test_measure_repeats_until_the_point_is_stable(null_server, monkeypatch):
+    def run(verdicts):
+        answers = iter(verdicts)
+        fake = lambda requests, tolerance: pd.DataFrame({"stable": [next(answers)]})  # noqa: E731
+        monkeypatch.setattr(helpers, "stability", fake)
+        return asyncio.run(
+            helpers.measure(null_server, "burst", 2, body=BODY, repeats=3, max_repeats=5, warmup=0)
+        )
+
+    assert run([False, True])["repeat"].max() == 3  # checked after runs 3 and 4
+    assert run([False, False, False])["repeat"].max() == 4  # never stable: stops at the cap
+    monkeypatch.undo()
+    frame = asyncio.run(helpers.measure(null_server, "burst", 2, body=BODY, repeats=2))
+    real = helpers.stability(frame)
+    assert set(real.columns) >= {"server", "level", "runs", "stable"} and real["runs"].iloc[0] == 2
+
+
+def ceiling(images_per_s: dict) -> pd.DataFrame:
+    rows = [
+        {"batch_size": b, "repeat": r, "images_per_s": v, "device": "cpu"}
+        for b, v in images_per_s.items()
+        for r in range(3)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_ceiling_check_says_when_the_comparison_cannot_be_trusted():
+    summary = fake_summary()  # litserve serves 20 requests/s
+    good = helpers.ceiling_check(ceiling({1: 20.0, 8: 25.0}), ceiling({1: 21.0, 8: 24.0}), summary)
+    assert good.trustworthy and good.batch_size == 8 and good.one_image == pytest.approx(20.5)
+    assert "can be trusted" in str(good)
+    table = helpers.ceiling_fractions(summary, good)
+    assert table.loc[10, "litserve / batch 8"] == "82%"
+    assert table.loc[10, "fastapi / batch 1"] == "49%"
+    drifted = helpers.ceiling_check(ceiling({1: 20.0, 8: 25.0}), ceiling({8: 21.0}), summary)
+    assert not drifted.trustworthy and "differ by 16%" in str(drifted)
+    exceeded = helpers.ceiling_check(ceiling({1: 15.0}), ceiling({1: 15.5}), summary)
+    assert exceeded.exceeded and "NOT TRUSTWORTHY" in str(exceeded)
+    shown = helpers.ceiling_fractions(summary, exceeded)
+    assert list(shown.columns) == ["fastapi req/s", "litserve req/s"]  # no percentage over 100
+
+
+def test_published_figures_show_whatever_sizes_were_measured():
+    quick = fake_summary().assign(level=lambda d: d["level"].map({10: 2, 50: 4}))
+    runtime, latency = helpers.original_tables(quick)
+    assert list(runtime.index) == [2, 4, 10, 50, 100, 200]
+    assert runtime.loc[200, "litserve (original)"] == pytest.approx(1.332)
+    assert pd.isna(runtime.loc[200, "fastapi"]) and runtime.loc[2, "fastapi"] == pytest.approx(1.0)
+    assert latency.loc[100, "fastapi (original)"] == "725.1 ± 693.9"
+    counts = helpers.below_zero(fake_summary().assign(std_ms=300.0))
+    assert counts == {"this run": 4, "this run rows": 4, "published": 0, "published rows": 8}
+
+
+def test_request_bodies_for_every_wire_format():
+    sizes = {}
+    for wire in helpers.WIRE_FORMATS:
+        body = helpers.request_body(wire=wire)
+        assert body.wire == wire and len(body) > 10_000
+        sizes[wire] = len(body)
+    assert sizes["raw"] < sizes["multipart"] < sizes["base64"] < sizes["hex"]
+    assert sizes["hex"] == pytest.approx(2 * sizes["raw"], rel=0.01)
+    assert helpers.request_body(wire="multipart").content_type.startswith("multipart/form-data")
+    with pytest.raises(ValueError, match="wire must be one of"):
+        helpers.request_body(wire="xml")
+
+
+def test_server_timing_header_becomes_columns():
+    header = 'read;dur=0.2, forward;dur=181.5;desc="batch of 8", encode;dur=0.1, total;dur=190'
+    row = helpers.server_timings(header)
+    assert row["read_ms"] == 0.2 and row["forward_ms"] == 181.5 and row["batch_size"] == 8
+    assert row["server_ms"] == 190 and row["queue_ms"] is None
+    assert helpers.server_timings(None)["server_ms"] is None
+
+
+def test_probe_times_a_url_while_something_else_runs(serial_server):
+    url = f"{serial_server.url}/predict"
+    rows, latencies = asyncio.run(
+        helpers.probe(f"{serial_server.url}/health", helpers.burst(url, 10, BODY), every_s=0.05)
+    )
+    assert len(rows) == 10 and len(latencies) >= 2
+    assert max(latencies) > 0.2  # /health waited behind the queue of blocking 50 ms requests
+
+
+def test_rounded_tables_keep_counts_as_integers():
+    summary = helpers.summarize(FIXED)
+    table = helpers.rounded(summary)
+    assert table["requests"].dtype.kind == "i" and table["errors"].iloc[0] == 1
+    assert table["p99_ms"].iloc[0] == 397.0 and table["total_runtime_s"].iloc[0] == 0.5
+
+
+def test_first_answers_and_latency_budget():
+    requests = FIXED.assign(mode="burst", server="s")
+    table = helpers.first_answers(requests)
+    assert table.loc[("s", 4)].tolist() == [100.0, 250.0, 400.0]
+    assert helpers.latency_budget_ms(ceiling({1: 20.0, 8: 40.0})) == pytest.approx(500)
+
+
+def test_model_ceiling_in_several_processes_adds_up():
+    one = helpers.model_ceiling(batch_sizes=(1,), repeats=2, workers=2, threads=1)
+    assert list(one["workers"].unique()) == [2] and list(one["torch_threads"].unique()) == [1]
+    assert len(one) == 2 and (one["images_per_s"] > 0).all()
