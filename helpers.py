@@ -331,6 +331,16 @@ def start_server(
     return server
 
 
+def inference_workers(server: Server) -> list[int]:
+    """The pids of a LitServe server's inference workers (spawned processes; Linux only)."""
+    pids = []
+    for pid in group_members(server.process.pid):
+        with contextlib.suppress(OSError):
+            if b"multiprocessing.spawn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+    return pids
+
+
 def stop_all_servers() -> None:
     """Stop every server this process started (also runs at interpreter exit)."""
     for server in list(_running.values()):
@@ -782,6 +792,20 @@ def stability(
     return pd.DataFrame(rows)
 
 
+def windowed(requests: pd.DataFrame, windows: int = 3) -> pd.DataFrame:
+    """Each run cut into `windows` consecutive windows (by scheduled time), each counted as a
+    repeat: perf_analyzer's way to check that one long run is stable. A server falling
+    behind an open-loop schedule shows as latency growing from window to window."""
+
+    def cut(run: pd.DataFrame) -> pd.DataFrame:
+        start, span = run["scheduled_s"].min(), run["scheduled_s"].max() - run["scheduled_s"].min()
+        index = ((run["scheduled_s"] - start) / (span or 1) * windows).astype(int)
+        index = index.clip(upper=windows - 1)
+        return run.assign(repeat=index, run_id=run["run_id"] + "-window" + index.astype(str))
+
+    return pd.concat([cut(run) for _, run in requests.groupby("run_id")], ignore_index=True)
+
+
 def spread(
     summary: pd.DataFrame,
     value: str,
@@ -1049,9 +1073,11 @@ def ceiling_fractions(summary: pd.DataFrame, check: CeilingCheck) -> pd.DataFram
     table = served.round(1).add_suffix(" req/s")
     if not check.trustworthy:
         return table
-    best = (served / check.ceiling).map("{:.0%}".format)
-    one = (served / check.one_image).map("{:.0%}".format)
-    shares = [best.add_suffix(f" / batch {check.batch_size}"), one.add_suffix(" / batch 1")]
+    shares = [
+        (served / check.ceiling).map("{:.0%}".format).add_suffix(f" / batch {check.batch_size}")
+    ]
+    if check.batch_size != 1:
+        shares.append((served / check.one_image).map("{:.0%}".format).add_suffix(" / batch 1"))
     return pd.concat([table, *shares], axis=1)
 
 
@@ -1165,6 +1191,7 @@ def load_results(results_dir: Path | None = None, **filters) -> pd.DataFrame:
 
 SERVER_COLORS = {"fastapi": "tab:blue", "litserve": "tab:orange", "null": "tab:gray"}
 UNSTABLE = {"marker": "x", "color": "red", "s": 80, "zorder": 5}
+MARKER_UNSTABLE = {"marker": "x", "color": "red", "markersize": 9}
 
 
 def _axes(ncols: int = 1, width: float = 6.0):
@@ -1181,15 +1208,16 @@ def _plain_numbers(axis) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
 
 
-def _level_axis(ax, levels, label: str) -> None:
-    """An x axis for load levels: log-scaled when they span more than 5x (so a burst of 10
-    stays readable beside one of 200), ticks at the levels themselves, as integers."""
+def level_axis(ax, levels, label: str) -> None:
+    """An x axis for load levels or batch sizes: log-scaled when they span more than 5x (so
+    a burst of 10 stays readable beside one of 200), ticks at the levels, as integers."""
     from matplotlib.ticker import NullLocator
 
     levels = sorted({float(v) for v in levels})
     if levels and levels[-1] > 5 * levels[0]:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
+        label += " (log scale)"
     ax.set_xticks(levels)
     _plain_numbers(ax.xaxis)
     ax.set_xlabel(label)
@@ -1229,7 +1257,7 @@ def plot_runtime(summary: pd.DataFrame, published: bool = True):
     _median_with_range(bursts, "total_runtime_s", ax)
     ax.set_yscale("log")
     _plain_numbers(ax.yaxis)
-    _level_axis(ax, levels, "concurrent requests in the burst (log scale)")
+    level_axis(ax, levels, "concurrent requests in the burst")
     ax.set(ylabel="total runtime (s, log scale)")
     ax.set_title("Time to answer a whole burst (median, band = min-max over repeats)")
     return figure
@@ -1252,7 +1280,7 @@ def plot_throughput(
         label = f"model alone: {ceiling_images_per_s:.1f}/s"
         ax.axhline(ceiling_images_per_s, color="black", linestyle="--", label=label)
     _median_with_range(summary, "throughput_rps", ax)
-    _level_axis(ax, summary["level"], "concurrency (requests in flight)")
+    level_axis(ax, summary["level"], "concurrency (requests in flight)")
     ax.set(ylabel="throughput (requests/s)")
     ax.set_ylim(bottom=0)
     ax.set_title("Served throughput vs the hardware ceiling")
@@ -1298,7 +1326,8 @@ def plot_latency(requests: pd.DataFrame):
 
 
 def plot_latency_vs_throughput(summary: pd.DataFrame, percentile: int = 99):
-    """The serving trade-off: achieved throughput vs latency, one point per offered rate."""
+    """The serving trade-off: achieved throughput vs latency, one point per offered rate; a red
+    x marks points whose summary says `stable` is False."""
     import seaborn as sns
     from matplotlib.lines import Line2D
 
@@ -1313,6 +1342,10 @@ def plot_latency_vs_throughput(summary: pd.DataFrame, percentile: int = 99):
     handles = [Line2D([], [], color=c, marker="o", label=s) for s, c in palette.items()]
     handles += [Line2D([], [], color="black", linestyle=":", label="p50")]
     handles += [Line2D([], [], color="black", label=f"p{percentile}")]
+    if "stable" in data and not data["stable"].all():
+        unstable = data[~data["stable"].astype(bool)]
+        ax.scatter(unstable["throughput_rps"], unstable[f"p{percentile}_ms"], **UNSTABLE)
+        handles.append(Line2D([], [], linestyle="", label="unstable", **MARKER_UNSTABLE))
     ax.legend(handles=handles)
     ax.set(
         xlabel="achieved throughput (requests/s)",

@@ -31,6 +31,12 @@ def test_first_cell_says_what_you_will_learn_and_need(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_last_cell_has_exercises(path):
+    last = cells(path)[-1]
+    assert last["cell_type"] == "markdown" and "## Try it" in "".join(last["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_stored_errors(path):
     for cell in cells(path):
         for output in cell.get("outputs", []):
