@@ -123,6 +123,8 @@ def encode_image(image: Image.Image, fmt: str = "JPEG") -> bytes:
 
 SERVER_MODULES = {
     "fastapi": "demo_servers.fastapi_server",
+    "fastapi_executor": "demo_servers.fastapi_executor_server",
+    "fastapi_batching": "demo_servers.fastapi_batching_server",
     "litserve": "demo_servers.litserve_server",
     "null": "demo_servers.null_server",
 }

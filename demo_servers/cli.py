@@ -50,6 +50,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("RESNET_WEIGHTS", "auto"),
         help="auto | pretrained | random | a local directory (default: $RESNET_WEIGHTS or auto)",
     )
+    parser.add_argument(
+        "--runtime",
+        default="eager",
+        help="eager (default) | channels_last | compile | onnxruntime | openvino | half "
+        "(see demo_servers/runtimes.py)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for each model process (default: its share of the physical cores)",
+    )
 
 
 def configure_logging(level: str = "info") -> None:

@@ -25,7 +25,6 @@ hang without an error).
 import argparse
 import logging
 import platform
-import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -41,7 +40,7 @@ from demo_servers.limits import BodyLimits, uvicorn_options
 from demo_servers.preprocessing import Preprocessing
 from demo_servers.schema import ImageInput, read_image
 from demo_servers.supervision import FailOrphanedRequests, WorkerPids
-from demo_servers.timing import ServerTiming, timed_response
+from demo_servers.timing import ServerTiming, timed_forward, timed_response
 from demo_servers.weights import MODEL_ID, RANDOM, resolve_weights
 
 log = logging.getLogger("demo_servers")
@@ -51,10 +50,13 @@ LITSERVE_HOSTS = ("0.0.0.0", "127.0.0.1", "::")  # the only hosts LitServe 0.2.1
 class ResNetAPI(ls.LitAPI):
     """ResNet-50 as a LitAPI. Constructed in the main process, set up in each worker."""
 
-    def __init__(self, weights: str = "auto", threads: int = 0, log_batch_sizes=False, **batching):
+    def __init__(
+        self, weights="auto", runtime="eager", threads=0, log_batch_sizes=False, **batching
+    ):
         super().__init__(**batching)  # max_batch_size, batch_timeout
         self.weights = weights
-        self.threads = threads  # torch threads per CPU worker; 0: torch's default
+        self.runtime = runtime
+        self.threads = threads  # CPU threads per worker; 0: torch's default
         self.log_batch_sizes = log_batch_sizes
         self.worker_pids: WorkerPids | None = None  # set by build_server
 
@@ -67,7 +69,7 @@ class ResNetAPI(ls.LitAPI):
         if device == "cpu" and self.threads:
             torch.set_num_threads(self.threads)
         configure_logging()
-        self.classifier = load_classifier(self.weights, device)
+        self.classifier = load_classifier(self.weights, device, self.runtime)
         log.info("worker ready on %s with %d torch threads", device, torch.get_num_threads())
         if self.worker_pids:
             self.worker_pids.register()
@@ -84,25 +86,18 @@ class ResNetAPI(ls.LitAPI):
 
     def predict(self, x: list[ImageInput] | ImageInput) -> list[tuple] | tuple:
         inputs = x if isinstance(x, list) else [x]  # max_batch_size=1: a single request
-        started = time.monotonic()
-        answers = self.classifier.predict_crops([i.pixels for i in inputs])
-        forward_ms = 1000 * (time.monotonic() - started)
+        answers = timed_forward(self.classifier.predict_crops, inputs)
         if self.log_batch_sizes:
             log.info("batch_size=%d", len(inputs))
-        for i in inputs:
-            i.stages["queue"] = 1000 * (started - i.ready_at)
-            i.stages["forward"] = forward_ms
-        results = [
-            (answer, i.stages, len(inputs)) for answer, i in zip(answers, inputs, strict=True)
-        ]
+        results = list(zip(answers, inputs, strict=True))
         return results if isinstance(x, list) else results[0]
 
     def unbatch(self, output: list[tuple]) -> list[tuple]:
         return output
 
     def encode_response(self, output: tuple) -> Response:
-        answer, stages, batch_size = output
-        return timed_response(answer, stages, batch_size)
+        answer, image = output
+        return timed_response(answer, image.stages, image.batch_size)
 
 
 class ResNetServer(ls.LitServer):
@@ -157,6 +152,7 @@ def build_server(args: argparse.Namespace) -> ResNetServer:
     threads = args.threads or cpu_threads_per_worker(args.workers_per_device)
     api = ResNetAPI(
         weights=weights,
+        runtime=args.runtime,
         threads=threads if accelerator == "cpu" else 0,
         log_batch_sizes=args.log_batch_sizes,
         max_batch_size=args.max_batch_size,
@@ -176,6 +172,7 @@ def build_server(args: argparse.Namespace) -> ResNetServer:
             "name": MODEL_ID,
             "weights": "random" if weights == RANDOM else "pretrained",
             "weights_source": weights,
+            "runtime": args.runtime,
             "max_batch_size": args.max_batch_size,
             "batch_timeout": args.batch_timeout,
             "cpu_threads_per_worker": threads if accelerator == "cpu" else None,
@@ -194,12 +191,6 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout", type=float, default=0.05, help="seconds")
     parser.add_argument("--workers-per-device", type=int, default=1)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads per CPU worker (default: physical cores / workers per device)",
-    )
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(
         "--devices",

@@ -18,12 +18,14 @@ import torch
 from PIL import Image
 from transformers import ResNetConfig, ResNetForImageClassification
 
-from demo_servers.preprocessing import Preprocessing
+from demo_servers.preprocessing import Preprocessing, to_rgb
+from demo_servers.runtimes import Forward, build_runtime
 from demo_servers.weights import MODEL_ID, RANDOM, RANDOM_SEED, resolve_weights
 
 log = logging.getLogger("demo_servers")
 
 IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")
+CHECK_IMAGE = Path(__file__).resolve().parent.parent / "cats-image.png"
 
 
 def best_device() -> torch.device:
@@ -57,20 +59,36 @@ def random_resnet50() -> ResNetForImageClassification:
     return model
 
 
+def check_images(preprocessing: Preprocessing) -> torch.Tensor:
+    """Four views of the project's cat photo: what every runtime is checked against eager on."""
+    cat = to_rgb(Image.open(CHECK_IMAGE))
+    views = [cat, cat.rotate(90, expand=True), cat.crop((200, 100, 500, 400)), cat.convert("L")]
+    return tensor([preprocessing.pixels(to_rgb(view)) for view in views], preprocessing)
+
+
+def tensor(crops: list[bytes], preprocessing: Preprocessing) -> torch.Tensor:
+    """Stack RGB crops (`Preprocessing.pixels`) into a normalised (N, 3, H, W) batch."""
+    size = preprocessing.size
+    shape = (1, len(preprocessing.mean), 1, 1)
+    mean = torch.tensor(preprocessing.mean).view(shape)
+    std = torch.tensor(preprocessing.std).view(shape)
+    raw = torch.frombuffer(bytearray(b"".join(crops)), dtype=torch.uint8)
+    images = raw.view(len(crops), size, size, 3).permute(0, 3, 1, 2).float()
+    return ((images * (1 / 255) - mean) / std).contiguous()
+
+
 @dataclass
 class Classifier:
-    """A ResNet-50 with its preprocessing, ready for inference on one device."""
+    """A ResNet-50 with its preprocessing and runtime, ready for inference on one device."""
 
     model: ResNetForImageClassification
     preprocessing: Preprocessing
     device: torch.device
     weights: str  # "pretrained" or "random"
     source: str  # where the weights came from
-
-    def __post_init__(self):
-        shape = (1, len(self.preprocessing.mean), 1, 1)
-        self._mean = torch.tensor(self.preprocessing.mean).view(shape)
-        self._std = torch.tensor(self.preprocessing.std).view(shape)
+    forward: Forward  # pixel values -> logits, as the runtime computes them
+    runtime: str = "eager"
+    conversion_s: float = 0.0  # spent converting for the runtime (0: eager, or cached)
 
     @property
     def labels(self) -> dict[int, str]:
@@ -78,20 +96,15 @@ class Classifier:
 
     def tensor(self, crops: list[bytes]) -> torch.Tensor:
         """Stack RGB crops (`Preprocessing.pixels`) into a normalised (N, 3, H, W) batch."""
-        size = self.preprocessing.size
-        raw = torch.frombuffer(bytearray(b"".join(crops)), dtype=torch.uint8)
-        images = raw.view(len(crops), size, size, 3).permute(0, 3, 1, 2).float()
-        return ((images * (1 / 255) - self._mean) / self._std).contiguous()
+        return tensor(crops, self.preprocessing)
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """Resize, crop and normalise RGB images into a (N, 3, 224, 224) float tensor."""
         return self.tensor([self.preprocessing.pixels(image) for image in images])
 
-    @torch.inference_mode()
     def probabilities(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Softmax over the 1000 classes for a preprocessed batch, on the CPU."""
-        logits = self.model(pixel_values.to(self.device)).logits
-        return logits.float().softmax(dim=-1).cpu()
+        return self.forward(pixel_values).float().softmax(dim=-1).cpu()
 
     def predict_tensor(self, pixel_values: torch.Tensor) -> list[dict]:
         """Top-1 answer for every image of a preprocessed batch."""
@@ -120,12 +133,21 @@ class Classifier:
             "weights": self.weights,
             "weights_source": self.source,
             "device": str(self.device),
+            "runtime": self.runtime,
+            "conversion_s": round(self.conversion_s, 1),
             "torch_threads": torch.get_num_threads(),
         }
 
 
-def load_classifier(weights: str = "auto", device: str | torch.device | None = None) -> Classifier:
-    """Load ResNet-50 (see `resolve_weights` for `weights`) in eval mode on `device`."""
+def load_classifier(
+    weights: str = "auto",
+    device: str | torch.device | None = None,
+    runtime: str = "eager",
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> Classifier:
+    """Load ResNet-50 (see `resolve_weights` for `weights`) in eval mode on `device`, and
+    prepare `runtime` (see `runtimes.py`) with `threads` threads (default: torch's)."""
     device = torch.device(device) if device else best_device()
     source = resolve_weights(weights)
     preprocessing = Preprocessing.for_weights(source)
@@ -136,5 +158,9 @@ def load_classifier(weights: str = "auto", device: str | torch.device | None = N
         model = ResNetForImageClassification.from_pretrained(source)
         kind = "pretrained"
     model.eval().to(device)
-    log.info("ResNet-50 loaded: %s weights from %s on %s", kind, source, device)
-    return Classifier(model, preprocessing, device, weights=kind, source=source)
+    check = check_images(preprocessing)
+    forward, seconds = build_runtime(runtime, model, device, check, threads, cache_dir)
+    log.info(
+        "ResNet-50 loaded: %s weights from %s on %s, runtime %s", kind, source, device, runtime
+    )
+    return Classifier(model, preprocessing, device, kind, source, forward, runtime, seconds)

@@ -49,6 +49,7 @@ class ImageInput:
     pixels: bytes  # the RGB crop, Preprocessing.pixels()
     stages: Stages = field(default_factory=Stages)  # what the HTTP layer measured so far
     ready_at: float = 0.0  # time.monotonic() when it was ready: the queue wait starts here
+    batch_size: int = 1  # how many inputs its forward pass had
 
 
 def invalid(status: int, loc: list[str], msg: str, kind: str = "value_error") -> HTTPException:

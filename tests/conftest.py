@@ -6,6 +6,10 @@ import tempfile
 # Before helpers is imported: nothing may wait on the network or write into the repo.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["RESULTS_DIR"] = tempfile.mkdtemp(prefix="serving-resnet50-tests-")
+# Converted models (ONNX, OpenVINO, torch.compile's cache) outlive one test session.
+os.environ.setdefault(
+    "MODEL_CACHE_DIR", os.path.join(tempfile.gettempdir(), "serving-resnet50-model-cache")
+)
 
 import pytest  # noqa: E402
 
@@ -41,7 +45,36 @@ def litserve_server():
         yield server
 
 
-@pytest.fixture(params=["fastapi", "litserve"])
+@pytest.fixture(scope="session")
+def fastapi_executor_server():
+    with helpers.start_server(
+        "fastapi_executor", replace=False, body_timeout=BODY_TIMEOUT_S
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fastapi_batching_server():
+    with helpers.start_server(
+        "fastapi_batching",
+        replace=False,
+        max_batch_size=8,
+        batch_timeout=0.2,
+        body_timeout=BODY_TIMEOUT_S,
+    ) as server:
+        yield server
+
+
+SERVERS = ["fastapi", "fastapi_executor", "fastapi_batching", "litserve"]
+
+
+@pytest.fixture(params=SERVERS)
 def server(request):
-    """Each test that takes `server` runs against both demo servers."""
+    """Each test that takes `server` runs against every demo server."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(params=["fastapi_batching", "litserve"])
+def batching_server(request):
+    """The servers that batch: the hand-made one and LitServe."""
     return request.getfixturevalue(f"{request.param}_server")
