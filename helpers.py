@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import functools
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -64,6 +65,12 @@ PROFILES = {
         "open_duration_s": 20,
         "stall_s": 2.0,  # coordinated-omission demo: one freeze of the null server
         "stall_requests": 600,
+        "runtimes": ["eager", "channels_last", "compile", "onnxruntime", "openvino"],
+        "runtime_batch_sizes": [1, 2, 4, 8, 16],
+        "ladder_concurrency": 16,  # twice the batch size: enough to keep batches full
+        "ladder_requests": 160,
+        "ladder_repeats": 3,
+        "ladder_max_repeats": 5,
     },
     "quick": {
         "bursts": [2, 4],
@@ -85,6 +92,12 @@ PROFILES = {
         "open_duration_s": 2,
         "stall_s": 0.5,
         "stall_requests": 100,
+        "runtimes": ["eager", "channels_last", "onnxruntime", "openvino"],  # compile: full only
+        "runtime_batch_sizes": [1, 4],
+        "ladder_concurrency": 4,
+        "ladder_requests": 8,
+        "ladder_repeats": 1,
+        "ladder_max_repeats": 1,
     },
 }
 # Two readings of the same thing that differ by more than this are not the same reading.
@@ -201,8 +214,12 @@ class Server:
     port: int
     log_path: Path
     host: str = "127.0.0.1"
+    label: str = ""  # what tables and plots call it (default: the name)
     cold_start_s: float | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.label = self.label or self.name
 
     @property
     def url(self) -> str:
@@ -224,7 +241,7 @@ class Server:
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         _stop_servers_at_exit()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_CACHE_DIR": str(model_cache_dir())}
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -305,30 +322,38 @@ def start_server(
     port: int | None = None,
     *,
     host: str = "127.0.0.1",
+    label: str | None = None,
     log_dir: Path | str | None = None,
     timeout: float = 300.0,
     replace: bool = True,
     quiet: bool = False,
+    start: bool = True,
     **options,
 ) -> Server:
     """Start a demo server ("fastapi", "litserve", "null", or a module) and wait until ready.
 
     `options` become command-line flags (`max_batch_size=16` -> `--max-batch-size 16`);
-    `host` is the address to bind and to reach it at (127.0.0.1, localhost, ::1, ...).
-    With `replace`, a server of the same name that this process started is stopped
-    first, so re-running a notebook cell never leaves the old one behind.
+    `host` is the address to bind and to reach it at (127.0.0.1, localhost, ::1, ...);
+    `label` names it in results, tables and plots (default: `name`). With `replace`, a
+    server of the same label that this process started is stopped first, so re-running
+    a notebook cell never leaves the old one behind. With `start=False` the server is
+    only prepared: `server.start()` (or a `sweep`) starts it.
     """
+    label = label or name
     if replace:
-        for old in [s for s in _running.values() if s.name == name]:
+        for old in [s for s in _running.values() if s.label == label]:
             old.stop()
     port = port or free_port(host)
     log_dir = Path(log_dir) if log_dir else RESULTS_DIR / "logs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    server = Server(name, options, port, log_dir / f"{name}-{port}-{stamp}.log", host)
+    log_path = log_dir / f"{name}-{port}-{stamp}.log"
+    server = Server(name, options, port, log_path, host, label)
+    if not start:  # e.g. for a `sweep`, which starts each server on its turn
+        return server
     server.start(timeout)
     if not quiet:
         print(
-            f"{name} ready at {server.url} in {server.cold_start_s:.1f} s (log: {server.log_path})"
+            f"{label} ready at {server.url} in {server.cold_start_s:.1f} s (log: {server.log_path})"
         )
     return server
 
@@ -570,9 +595,9 @@ async def probe(url: str, during, every_s: float = 0.05) -> tuple:
 LOAD_MODES = {"burst": burst, "closed": closed_loop, "open": open_loop}
 
 
-def point_key(server: Server, level: float) -> tuple:
-    """What identifies a measured point of a server: its name, options and load level."""
-    return (server.name, json.dumps(server.options, sort_keys=True), level)
+def point_key(server: Server, body: Body, level: float) -> tuple:
+    """What identifies a measured point: the server's label and options, the wire, the level."""
+    return (server.label, json.dumps(server.options, sort_keys=True), body.wire, level)
 
 
 async def run_once(
@@ -628,10 +653,11 @@ async def measure(
 
 
 async def sweep(
-    servers: list[Server],
+    servers: list,
     mode: str,
     levels: list[float],
     *,
+    body: Body | None = None,
     repeats: int = 1,
     max_repeats: int | None = None,
     tolerance: float = STABILITY_TOLERANCE,
@@ -640,6 +666,7 @@ async def sweep(
 ) -> pd.DataFrame:
     """Measure every server at every level, in rounds, until the points are stable.
 
+    `servers`: Server objects, or (server, body) pairs to send one server several bodies.
     Each round runs every level on one server, then on the next, the order reversed
     every other round (A B, B A, ...) so that a machine that speeds up or slows down
     affects all servers alike. With `isolate`, only the server being measured runs
@@ -648,31 +675,36 @@ async def sweep(
     `repeats` rounds, points whose last three runs agree within `tolerance` in
     throughput and median latency are done; the others go on, up to `max_repeats`.
     """
+    body = body or request_body()
+    entries = [entry if isinstance(entry, tuple) else (entry, body) for entry in servers]
     max_repeats = max(repeats, max_repeats or repeats)
     frames: list[pd.DataFrame] = []
-    unstable = {point_key(s, level) for s in servers for level in levels}
+    unstable = {point_key(s, b, level) for s, b in entries for level in levels}
     with tqdm(total=len(unstable) * max_repeats, desc=f"{mode} sweep") as bar:
         for round_ in range(max_repeats):
-            order = servers if round_ % 2 == 0 else servers[::-1]
-            for server in order:
-                todo = [lv for lv in levels if point_key(server, lv) in unstable]
+            for server, server_body in entries if round_ % 2 == 0 else entries[::-1]:
+                todo = [lv for lv in levels if point_key(server, server_body, lv) in unstable]
                 if not todo:
                     continue
-                if isolate and len(servers) > 1:
-                    for other in servers:
+                if isolate:
+                    for other, _ in entries:
                         if other is not server:
                             other.stop()
                     if not server.running:
                         server.start()
                 for level in todo:
-                    bar.set_postfix_str(f"round {round_ + 1}: {server.name} @ {level}")
-                    run = await run_once(server, mode, level, repeat=round_, **run_options)
-                    frames.append(run)
+                    bar.set_postfix_str(f"round {round_ + 1}: {server.label} @ {level}")
+                    frames.append(
+                        await run_once(
+                            server, mode, level, body=server_body, repeat=round_, **run_options
+                        )
+                    )
                     bar.update()
             if round_ + 1 >= repeats:
                 points = stability(pd.concat(frames), tolerance)
                 unstable = {
-                    (p.server, p.options, p.level) for p in points[~points.stable].itertuples()
+                    (p.server, p.options, p.wire, p.level)
+                    for p in points[~points["stable"]].itertuples()
                 }
                 if not unstable:
                     break
@@ -880,6 +912,45 @@ def first_answers(requests: pd.DataFrame) -> pd.DataFrame:
     return (per_run * 1000).groupby(["server", "level"]).median().round(1)
 
 
+def stage_table(summary: pd.DataFrame, by: str = "server") -> pd.DataFrame:
+    """Where a request's time went (ms, medians over requests and runs): the server's stages,
+    the `handoffs` its total leaves over (between processes or threads), and the time
+    `outside` the server's request handling (the client, the network, waiting to be read)."""
+    stages = [c for c in STAGE_COLUMNS if c in summary]
+    table = summary.groupby(by, sort=False)[[*stages, "server_ms", "outside_ms"]].median()
+    table["handoffs_ms"] = (table["server_ms"] - table[stages].fillna(0).sum(axis=1)).clip(0)
+    return table[[*stages, "handoffs_ms", "outside_ms"]]
+
+
+def timing_cost_us(requests: int = 20_000) -> float:
+    """Microseconds per request that measuring the stages costs: the server's clocks and
+    header, its Server-Timing middleware, and the load generator reading the header."""
+    from demo_servers.timing import ServerTiming, Stages
+
+    async def app(scope, receive, send):
+        headers = [(b"server-timing", b"read;dur=0.1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def send(message):
+        pass
+
+    async def seconds(asgi) -> float:
+        start = time.perf_counter()
+        for _ in range(requests):
+            await asgi({"type": "http"}, None, send)
+        return time.perf_counter() - start
+
+    middleware = run_sync(seconds(ServerTiming(app))) - run_sync(seconds(app))
+    start = time.perf_counter()
+    for _ in range(requests):
+        stages = Stages()
+        for stage in STAGES:
+            with stages.timing(stage):
+                pass
+        server_timings(stages.header(8))
+    return 1e6 * (middleware + time.perf_counter() - start) / requests
+
+
 def percentile_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Latency percentiles (ms, median over repeats) per server and level."""
     cols = [f"p{p}_ms" for p in PERCENTILES] + ["max_ms"]
@@ -914,10 +985,16 @@ def speedup(summary: pd.DataFrame, value: str = "total_runtime_s") -> pd.Series:
 # ---------------------------------------------------------------- ceilings
 
 
+def model_cache_dir() -> Path:
+    """Where converted models are kept: $MODEL_CACHE_DIR, else results/cache."""
+    return Path(os.environ.get("MODEL_CACHE_DIR") or RESULTS_DIR / "cache")
+
+
 def model_ceiling(
     batch_sizes=(1, 2, 4, 8, 16, 32, 64),
     repeats: int = 5,
     *,
+    runtime: str = "eager",
     workers: int = 1,
     threads: int | None = None,
     device: str | None = None,
@@ -925,16 +1002,18 @@ def model_ceiling(
 ) -> pd.DataFrame:
     """Images/s of the model alone (no HTTP, no decoding) per batch size: the hardware ceiling.
 
-    Measured in the servers' arrangement: `workers` processes with `threads` torch
-    threads each (default: the cores divided among them, as LitServe's CPU workers
-    get them), all running at once; images/s is their sum. One worker runs in this
-    process (on the CPU its torch thread count stays set afterwards).
+    `runtime` as the servers' `--runtime`. Measured in the servers' arrangement:
+    `workers` processes with `threads` threads each (default: the cores divided among
+    them, as LitServe's CPU workers get them), all running at once; images/s is their
+    sum. One worker runs in this process (on the CPU its torch thread count stays set).
+    The `conversion_s` column is what preparing the runtime cost (0: nothing, or cached).
     """
     from demo_servers.hardware import cpu_threads_per_worker
 
     threads = threads or cpu_threads_per_worker(workers)
+    args = (batch_sizes, repeats, threads, runtime, device)
     if workers == 1:
-        rows = time_forward_passes(batch_sizes, repeats, threads, device, classifier)
+        rows = time_forward_passes(*args, classifier=classifier)
     else:
         context = multiprocessing.get_context("spawn")
         with (
@@ -942,27 +1021,37 @@ def model_ceiling(
             concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
         ):
             barrier = manager.Barrier(workers)  # every pass starts in all workers at once
-            args = (batch_sizes, repeats, threads, device, None, barrier)
-            futures = [pool.submit(time_forward_passes, *args) for _ in range(workers)]
+            futures = [
+                pool.submit(time_forward_passes, *args, barrier=barrier) for _ in range(workers)
+            ]
             rows = [row for future in futures for row in future.result()]
-    frame = pd.DataFrame(rows).groupby(["batch_size", "repeat", "device"], as_index=False)
-    frame = frame.agg(seconds=("seconds", "max"), images_per_s=("images_per_s", "sum"))
+    keys = ["batch_size", "repeat", "device", "runtime"]
+    frame = pd.DataFrame(rows).groupby(keys, as_index=False)
+    frame = frame.agg(
+        seconds=("seconds", "max"),
+        images_per_s=("images_per_s", "sum"),
+        conversion_s=("conversion_s", "max"),
+    )
     return frame.assign(torch_threads=threads, workers=workers)
 
 
-def time_forward_passes(batch_sizes, repeats, threads, device=None, classifier=None, barrier=None):
+def time_forward_passes(
+    batch_sizes, repeats, threads, runtime="eager", device=None, classifier=None, barrier=None
+):
     """Time `repeats` forward passes per batch size (after a warm-up) in this process."""
     import torch
 
     from demo_servers.model import load_classifier
 
-    classifier = classifier or load_classifier(device=device)
-    if classifier.device.type == "cpu":
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # before the runtime is built: it takes the thread count
+    classifier = classifier or load_classifier(
+        device=device, runtime=runtime, cache_dir=model_cache_dir()
+    )
     pixels = classifier.preprocess([Image.open(CAT_IMAGE).convert("RGB")])
     sync = torch.cuda.synchronize if classifier.device.type == "cuda" else (lambda: None)
     rows = []
-    for batch_size in tqdm(batch_sizes, desc="model ceiling", disable=barrier is not None):
+    desc = f"model ceiling ({classifier.runtime})"
+    for batch_size in tqdm(batch_sizes, desc=desc, disable=barrier is not None):
         batch = pixels.expand(batch_size, -1, -1, -1).contiguous()
         classifier.probabilities(batch)  # warm-up
         for repeat in range(repeats):
@@ -978,8 +1067,10 @@ def time_forward_passes(batch_sizes, repeats, threads, device=None, classifier=N
                     "batch_size": batch_size,
                     "repeat": repeat,
                     "device": str(classifier.device),
+                    "runtime": classifier.runtime,
                     "seconds": seconds,
                     "images_per_s": batch_size / seconds,
+                    "conversion_s": classifier.conversion_s,
                 }
             )
     return rows
@@ -1154,7 +1245,7 @@ def run_metadata(server: Server, mode: str, level: float, repeat: int, wire: str
     return {
         "run_id": f"{time.strftime('%Y%m%d-%H%M%S')}-{server.name}-{mode}-{level}-"
         f"{repeat}-{uuid.uuid4().hex[:6]}",
-        "server": server.name,
+        "server": server.label,
         "options": json.dumps(server.options, sort_keys=True),
         **{k: server.options.get(k) for k in ("max_batch_size", "batch_timeout")},
         "wire": wire,
@@ -1192,6 +1283,16 @@ def load_results(results_dir: Path | None = None, **filters) -> pd.DataFrame:
 # ---------------------------------------------------------------- plots
 
 SERVER_COLORS = {"fastapi": "tab:blue", "litserve": "tab:orange", "null": "tab:gray"}
+
+
+def _palette(names) -> dict:
+    """A color per server: the usual ones for fastapi and litserve, then tab10 in order."""
+    import matplotlib
+
+    others = itertools.cycle(matplotlib.colormaps["tab10"].colors[2:])  # after blue, orange
+    return {name: SERVER_COLORS.get(name) or next(others) for name in dict.fromkeys(names)}
+
+
 UNSTABLE = {"marker": "x", "color": "red", "s": 80, "zorder": 5}
 MARKER_UNSTABLE = {"marker": "x", "color": "red", "markersize": 9}
 
@@ -1230,7 +1331,7 @@ def _median_with_range(data: pd.DataFrame, y: str, ax) -> None:
     on every point whose repeats disagree by more than 10% (see `is_stable`)."""
     import seaborn as sns
 
-    palette = {s: SERVER_COLORS.get(s, "tab:green") for s in data["server"].unique()}
+    palette = _palette(data["server"])
     sns.lineplot(
         data, x="level", y=y, hue="server", marker="o", ax=ax,
         estimator="median", errorbar=("pi", 100), palette=palette,
@@ -1298,7 +1399,7 @@ def plot_latency(requests: pd.DataFrame):
 
     ok = requests[requests["status"] == 200].assign(latency_ms=lambda d: d["latency_s"] * 1000)
     levels = sorted(ok["level"].unique())
-    palette = {s: SERVER_COLORS.get(s, "tab:green") for s in ok["server"].unique()}
+    palette = _palette(ok["server"])
     figure = plt.figure(figsize=(max(12, 3.2 * len(levels)), 8))
     grid = figure.add_gridspec(2, len(levels))
     box = figure.add_subplot(grid[0, :])
@@ -1335,7 +1436,7 @@ def plot_latency_vs_throughput(summary: pd.DataFrame, percentile: int = 99):
 
     figure, (ax,) = _axes()
     data = summary.sort_values("level")
-    palette = {s: SERVER_COLORS.get(s, "tab:green") for s in data["server"].unique()}
+    palette = _palette(data["server"])
     for column, style in (("p50_ms", ":"), (f"p{percentile}_ms", "-")):
         sns.lineplot(
             data, x="throughput_rps", y=column, hue="server", marker="o", linestyle=style,
@@ -1356,6 +1457,18 @@ def plot_latency_vs_throughput(summary: pd.DataFrame, percentile: int = 99):
         title=f"Latency vs throughput (dotted p50, solid p{percentile})",
     )
     _plain_numbers(ax.yaxis)
+    return figure
+
+
+def plot_stages(summary: pd.DataFrame, by: str = "server"):
+    """Stacked bars of `stage_table`: where each server's request time went."""
+    table = stage_table(summary, by).rename(columns=lambda c: c.removesuffix("_ms"))
+    figure, (ax,) = _axes(width=9)
+    table.plot.barh(stacked=True, ax=ax, colormap="tab20", width=0.7)
+    ax.invert_yaxis()
+    ax.set(xlabel="median time per request (ms)", ylabel="", title="Where a request's time goes")
+    ax.legend(ncols=3, fontsize="small")
+    figure.tight_layout()
     return figure
 
 

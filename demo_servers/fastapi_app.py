@@ -5,6 +5,8 @@ limits, Server-Timing and the command line. Each server file adds only its `/pre
 from __future__ import annotations
 
 import argparse
+import asyncio
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 
 import torch
@@ -30,13 +32,24 @@ def create_base_app(
     runtime: str = "eager",
     threads: int = 0,
     body_timeout: float = BODY_TIMEOUT_S,
+    inference: Executor | None = None,
 ) -> FastAPI:
-    """A FastAPI app without `/predict`; `server` is what `/info` says about the server."""
+    """A FastAPI app without `/predict`; `server` is what `/info` says about the server.
+
+    `inference`: the executor whose thread will run the model, if not the event loop's. The
+    model is loaded in that same thread: PyTorch's OpenMP keeps one pool of threads per
+    calling thread, and a second pool (from loading elsewhere) makes both slower."""
+
+    def load():
+        torch.set_num_threads(threads or cpu_threads_per_worker(1))
+        return load_classifier(weights, device, runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        torch.set_num_threads(threads or cpu_threads_per_worker(1))
-        app.state.classifier = load_classifier(weights, device, runtime)
+        if inference is None:
+            app.state.classifier = load()
+        else:
+            app.state.classifier = await asyncio.get_running_loop().run_in_executor(inference, load)
         app.state.preprocessing = app.state.classifier.preprocessing
         yield
 

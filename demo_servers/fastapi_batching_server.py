@@ -28,12 +28,12 @@ from demo_servers.timing import timed_forward, timed_response
 class Batcher:
     """Collects queued requests into batches and runs `predict` once per batch."""
 
-    def __init__(self, predict, max_batch_size: int = 8, batch_timeout: float = 0.05):
-        self.predict = predict  # list of inputs -> list of answers, run in a thread
+    def __init__(self, predict, inference, max_batch_size: int = 8, batch_timeout: float = 0.05):
+        self.predict = predict  # list of inputs -> list of answers
+        self.inference = inference  # the executor whose one thread runs `predict`
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     async def submit(self, item):
         """Queue one input; returns its answer once its batch has run."""
@@ -69,15 +69,17 @@ class Batcher:
 
 
 def create_app(max_batch_size: int = 8, batch_timeout: float = 0.05, **options) -> FastAPI:
+    inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     server = {"name": "fastapi_batching", "batching": True, "max_batch_size": max_batch_size}
-    app = create_base_app({**server, "batch_timeout": batch_timeout}, **options)
+    server["batch_timeout"] = batch_timeout
+    app = create_base_app(server, inference=inference, **options)
     setup = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         async with setup(app):  # loads the model
             predict = functools.partial(timed_forward, app.state.classifier.predict_crops)
-            app.state.batcher = Batcher(predict, max_batch_size, batch_timeout)
+            app.state.batcher = Batcher(predict, inference, max_batch_size, batch_timeout)
             task = asyncio.create_task(app.state.batcher.run())
             yield
             task.cancel()

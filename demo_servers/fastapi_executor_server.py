@@ -7,7 +7,9 @@ worker thread (`run_in_executor`), while the event loop goes on reading, decodin
 cropping the next requests and answering `/health`. PyTorch, ONNX Runtime and
 OpenVINO release the GIL while they compute, so the two really overlap. One thread,
 not Starlette's pool of 40: every forward pass already uses all the cores it was
-given, and forty at once would only fight over them.
+given, and forty at once would only fight over them. The model is also loaded in
+that thread: PyTorch (OpenMP) keeps a pool of threads per calling thread, and a pool
+left behind by loading in the main thread slowed every pass here by about a fifth.
 """
 
 import asyncio
@@ -22,8 +24,9 @@ from demo_servers.timing import timed_forward, timed_response
 
 
 def create_app(**options) -> FastAPI:
-    app = create_base_app({"name": "fastapi_executor", "batching": False}, **options)
     inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    server = {"name": "fastapi_executor", "batching": False}
+    app = create_base_app(server, inference=inference, **options)  # loads the model there
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(image: Annotated[ImageInput, Depends(read_image)], request: Request):
