@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -139,6 +140,7 @@ SERVER_MODULES = {
     "fastapi_executor": "demo_servers.fastapi_executor_server",
     "fastapi_batching": "demo_servers.fastapi_batching_server",
     "litserve": "demo_servers.litserve_server",
+    "ray": "demo_servers.ray_server",
     "null": "demo_servers.null_server",
 }
 _running: dict[int, Server] = {}  # pid -> server, for cleanup at exit
@@ -566,33 +568,124 @@ async def open_loop(
         return list(await asyncio.gather(*tasks))
 
 
-async def probe(url: str, during, every_s: float = 0.05) -> tuple:
+async def poll(url: str, during, every_s: float = 1.0) -> tuple:
     """Await `during` (a coroutine) while GETting `url` every `every_s` seconds.
 
-    Returns its result and the probes' latencies in seconds: e.g. how long `/health`
-    took to answer while a burst was being served."""
-    latencies: list[float] = []
+    Returns its result and one row per GET: when it was sent (s from the start), how
+    long it took, its status and its answer (JSON if it is JSON). E.g. `/health`'s
+    latency while a burst is served, or `/info`'s replica count during a ramp."""
+    rows: list[dict] = []
 
-    async def poll(client):
+    async def get(client, t0):
         while True:
             start = time.perf_counter()
+            row = {"t_s": start - t0, "latency_s": None, "status": None, "answer": None}
             with contextlib.suppress(httpx.HTTPError):
-                await client.get(url)
-            latencies.append(time.perf_counter() - start)
+                response = await client.get(url)
+                row.update(status=response.status_code, latency_s=time.perf_counter() - start)
+                try:
+                    row["answer"] = response.json()
+                except ValueError:
+                    row["answer"] = response.text
+            rows.append(row)
             await asyncio.sleep(every_s)
 
     async with httpx.AsyncClient(timeout=300.0) as client:
-        poller = asyncio.create_task(poll(client))
+        poller = asyncio.create_task(get(client, time.perf_counter()))
         try:
             result = await during
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
-    return result, latencies
+    return result, pd.DataFrame(rows)
 
 
-LOAD_MODES = {"burst": burst, "closed": closed_loop, "open": open_loop}
+async def probe(url: str, during, every_s: float = 0.05) -> tuple:
+    """`poll` for latency alone: the result of `during`, and how long each GET of `url`
+    took (s). E.g. how long `/health` took to answer while a burst was being served."""
+    result, rows = await poll(url, during, every_s)
+    return result, rows["latency_s"].dropna().tolist()
+
+
+LOCUSTFILE = ROOT / "locustfile.py"
+
+
+def run_locust(
+    url: str, users: int, body: Body, duration_s: float, processes: int = 1
+) -> tuple[list[dict], float]:
+    """Locust, headless: `users` closed-loop users for `duration_s` seconds, spread over
+    `processes` worker processes (see locustfile.py). Returns one row per request, in the
+    asyncio client's columns, and the CPU seconds Locust's processes used."""
+    url = url.removesuffix("/predict")
+    folder = Path(tempfile.mkdtemp(prefix="locust-"))
+    (folder / "body").write_bytes(body.content)
+    env = {**os.environ, "LOCUST_BODY": str(folder / "body"), "LOCUST_ROWS_DIR": str(folder)}
+    env["LOCUST_CONTENT_TYPE"] = body.content_type
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{duration_s}s",
+        "--processes", str(processes), "--stop-timeout", "30", "--only-summary",
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+    before = _children_cpu_s()
+    with open(folder / "locust.log", "wb") as log:
+        locust = subprocess.Popen(
+            command, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            locust.wait(timeout=duration_s + 120)
+        finally:  # a timeout, or Ctrl+C: leave no Locust process behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(locust.pid, signal.SIGKILL)
+            locust.wait()
+    cpu_s = _children_cpu_s() - before
+    requests = [row for csv in sorted(folder.glob("[0-9]*.csv")) for row in _locust_rows(csv)]
+    log_tail = (folder / "locust.log").read_text(errors="replace")[-2000:]
+    shutil.rmtree(folder, ignore_errors=True)
+    if not requests:
+        raise RuntimeError(f"Locust sent no request; the end of its log:\n{log_tail}")
+    t0 = min(row["start_s"] for row in requests)
+    for row in requests:
+        for column in ("scheduled_s", "start_s", "end_s"):
+            row[column] -= t0
+    return requests, cpu_s
+
+
+def _locust_rows(path: Path) -> list[dict]:
+    rows = []
+    for record in pd.read_csv(path, keep_default_na=False).to_dict("records"):
+        start, latency = record["start_epoch_s"], record["latency_ms"] / 1000
+        status = int(record["status"]) if record["status"] != "" else None
+        rows.append(
+            {
+                "scheduled_s": start, "start_s": start, "status": status,
+                "error": record["error"] or None, "predicted_label": None,
+                "predicted_class": None, "score": None,
+                **server_timings(record["server_timing"] or None),
+                "end_s": start + latency, "latency_s": latency, "send_lag_s": 0.0,
+            }
+        )  # fmt: skip
+    return rows
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def locust_loop(
+    url: str, users: int, body: Body, duration_s: float, processes: int = 1
+) -> list[dict]:
+    """Load mode "locust": `run_locust` as a closed loop of `users`, for `measure`/`sweep`."""
+    requests, _ = await asyncio.to_thread(run_locust, url, users, body, duration_s, processes)
+    return requests
+
+
+LOAD_MODES = {"burst": burst, "closed": closed_loop, "open": open_loop, "locust": locust_loop}
 
 
 def point_key(server: Server, body: Body, level: float) -> tuple:

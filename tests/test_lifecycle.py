@@ -19,7 +19,9 @@ ROOT = helpers.ROOT
 
 def processes_in_group(pgid: int) -> list[str]:
     """Live members of a process group, as `ps` sees them (independent of helpers)."""
-    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True)
+    out = subprocess.run(
+        ["ps", "-ww", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True
+    )
     rows = [line.split(None, 3) for line in out.stdout.splitlines()]
     return [r[3] for r in rows if int(r[1]) == pgid and not r[2].startswith("Z")]
 
