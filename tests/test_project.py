@@ -14,7 +14,7 @@ def test_environment_yml_names_the_same_dependencies_as_pyproject():
     project = tomllib.loads((helpers.ROOT / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["test"]
     text = (helpers.ROOT / "environment.yml").read_text().split("- pip:")[1]
-    pip_section = re.findall(r"^\s+- ([A-Za-z][\w.-]*[<>=!~][^\s#]*)", text, re.M)
+    pip_section = re.findall(r"^\s+- ([A-Za-z][\w.-]*(?:\[[\w,-]+\])?[<>=!~][^\s#]*)", text, re.M)
     assert sorted(pip_section) == sorted(wanted)
     assert names(pip_section) == names(wanted)
     assert re.search(r"^\s+- -e \.$", text, re.M), "environment.yml must install this project"
