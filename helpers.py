@@ -72,6 +72,19 @@ PROFILES = {
         "ladder_requests": 160,
         "ladder_repeats": 3,
         "ladder_max_repeats": 5,
+        "scale_replicas": [1, 2, 4],  # Ray Serve replicas beside LitServe
+        "scale_nodes": 2,
+        "scale_concurrency": 16,
+        "scale_requests": 160,
+        "scale_open_load": [0.5, 0.9],  # x LitServe's closed-loop throughput
+        "scale_open_duration_s": 20,
+        "isolate": True,  # one server running at a time
+        "autoscale_max": 4,
+        "autoscale_load": [0.2, 0.6, 1.0, 1.4],  # the ramp, x LitServe's throughput
+        "autoscale_step_s": 20,
+        "locust_users": 16,
+        "locust_duration_s": 30,
+        "locust_processes": 2,
     },
     "quick": {
         "bursts": [2, 4],
@@ -99,6 +112,19 @@ PROFILES = {
         "ladder_requests": 8,
         "ladder_repeats": 1,
         "ladder_max_repeats": 1,
+        "scale_replicas": [2],  # the server of section 2
+        "scale_nodes": 2,
+        "scale_concurrency": 4,
+        "scale_requests": 8,
+        "scale_open_load": [0.5],
+        "scale_open_duration_s": 2,
+        "isolate": False,  # no restarts: a Ray cluster takes half a minute to start
+        "autoscale_max": 2,
+        "autoscale_load": [0.5, 1.5],
+        "autoscale_step_s": 6,
+        "locust_users": 4,
+        "locust_duration_s": 3,
+        "locust_processes": 1,
     },
 }
 # Two readings of the same thing that differ by more than this are not the same reading.
@@ -112,11 +138,13 @@ def profile() -> dict:
 
 
 def show_source(obj):
-    """Display the source of a function, class or module, straight from its file."""
+    """Display the source of a function, class or module, or a file, straight from its file."""
     import inspect
 
     from IPython.display import Code
 
+    if isinstance(obj, (str, Path)):
+        return Code(Path(obj).read_text(), language="python")
     return Code(inspect.getsource(obj), language="python")
 
 
@@ -470,7 +498,7 @@ async def timed_request(
     """Send one request and describe it as a row; failures are rows too, never exceptions."""
     start = time.perf_counter()
     row = {"scheduled_s": scheduled_s, "start_s": start - t0, "status": None, "error": None}
-    row.update(predicted_label=None, predicted_class=None, score=None)
+    row.update(predicted_label=None, predicted_class=None, score=None, served_by=None)
     headers = {"content-type": body.content_type}
     try:
         response = await client.post(url, content=body.content, headers=headers)
@@ -481,6 +509,7 @@ async def timed_request(
         else:
             row["error"] = response.text[:200]
         row.update(server_timings(response.headers.get("server-timing")))
+        row["served_by"] = response.headers.get("x-served-by")  # Ray Serve: node and replica
     except httpx.HTTPError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"[:200]
     row["end_s"] = time.perf_counter() - t0
@@ -571,15 +600,17 @@ async def open_loop(
 async def poll(url: str, during, every_s: float = 1.0) -> tuple:
     """Await `during` (a coroutine) while GETting `url` every `every_s` seconds.
 
-    Returns its result and one row per GET: when it was sent (s from the start), how
-    long it took, its status and its answer (JSON if it is JSON). E.g. `/health`'s
+    Returns its result and one row per GET: when it was sent (`t_s` from the start, and
+    `at`, the wall-clock time), how long it took, its status and its answer (JSON if it
+    is JSON). E.g. `/health`'s
     latency while a burst is served, or `/info`'s replica count during a ramp."""
     rows: list[dict] = []
 
     async def get(client, t0):
         while True:
             start = time.perf_counter()
-            row = {"t_s": start - t0, "latency_s": None, "status": None, "answer": None}
+            row = {"t_s": start - t0, "at": time.time(), "latency_s": None, "status": None}
+            row["answer"] = None
             with contextlib.suppress(httpx.HTTPError):
                 response = await client.get(url)
                 row.update(status=response.status_code, latency_s=time.perf_counter() - start)
@@ -1562,6 +1593,27 @@ def plot_stages(summary: pd.DataFrame, by: str = "server"):
     ax.set(xlabel="median time per request (ms)", ylabel="", title="Where a request's time goes")
     ax.legend(ncols=3, fontsize="small")
     figure.tight_layout()
+    return figure
+
+
+def plot_autoscaling(samples: pd.DataFrame, steps: list[tuple[float, float]]):
+    """Replicas over time during an open-loop ramp: `samples` from `poll` of a Ray server's
+    /info, `steps` the (wall-clock start, offered requests/s) of each step of the ramp."""
+    figure, (ax,) = _axes(width=9)
+    start = steps[0][0]
+    states = pd.DataFrame(
+        [answer["server"]["replicas"] for answer in samples["answer"]], index=samples["at"] - start
+    ).fillna(0)
+    for state in [s for s in ("RUNNING", "STARTING", "STOPPING") if s in states]:
+        ax.step(states.index, states[state], where="post", label=state.lower())
+    top = states.to_numpy().max() + 1
+    ax.set_ylim(0, top)
+    for at, rate in steps:
+        ax.axvline(at - start, color="gray", linestyle=":")
+        ax.annotate(f"{rate:g} req/s", (at - start, top), va="top", fontsize="small")
+    ax.set(xlabel="seconds since the ramp started", ylabel="replicas")
+    ax.set_title("Ray Serve's autoscaler under rising open-loop load")
+    ax.legend(loc="center left")
     return figure
 
 

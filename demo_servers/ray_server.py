@@ -4,119 +4,36 @@
         [--max-batch-size 8 --batch-timeout 0.05] [--runtime openvino]
         [--autoscale-max 4 --target-ongoing 8] [--address HEAD:6379]
 
-Ray Serve puts an HTTP proxy in front of replicas: copies of the deployment below,
-each a Ray actor (a process) with its own model, placed by Ray on any node of the
-cluster. A request goes client -> proxy -> replica; in the replica, `read_image`
-checks it (a bad upload gets its 4xx there and never joins a batch), and
-`@serve.batch` groups concurrent requests of that replica into one forward pass.
+Deploys `ray_deployment.ResNetDeployment` behind Ray Serve's HTTP proxy, with a fixed
+number of replicas or, with `--autoscale-max`, as many as the load needs (Serve adds a
+replica when each has more than `--target-ongoing` requests in flight). CPU threads
+are divided among the replicas as among LitServe's workers.
 
 Without `--address`, this process starts a cluster of its own on this machine, on
-127.0.0.1 only: a head node (Ray's control plane and the proxy, no CPUs for
-replicas) and `--nodes` worker nodes, each a separate raylet, as separate machines
-would have. With `--address`, it deploys onto a running cluster instead (see the
-README for a real multi-host one). `--autoscale-max` lets Serve add replicas, up to
-that many, when each has more than `--target-ongoing` requests in flight. CPU
-threads are divided among the replicas as among LitServe's workers.
+127.0.0.1 only, in its own process group: a head node (Ray's control plane and the
+proxy, no CPUs for replicas) and `--nodes` worker nodes, each a separate raylet, as
+separate machines would have. With `--address`, it deploys onto a running cluster
+(see the README for a real multi-host one) and assumes nothing about where it is.
 """
 
 import argparse
-import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
-
-from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
 
 from demo_servers.cli import add_common_arguments, add_model_arguments, prepare_process
 from demo_servers.hardware import cpu_threads_per_worker, physical_cores
-from demo_servers.limits import BodyLimits
-from demo_servers.schema import ImageInput, PredictResponse, read_image
-from demo_servers.timing import ServerTiming, timed_forward, timed_response
-
-# Every Ray process on 127.0.0.1, none on the machine's network address (Ray reads this
-# switch, named for Windows and macOS, to decide whether it runs a multi-host cluster).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-import ray  # noqa: E402  (after the switches above)
-from ray import serve  # noqa: E402
 
 log = logging.getLogger("demo_servers")
-APPLICATION = "resnet"
-
-
-def replica_states() -> dict[str, int]:
-    """How many replicas are STARTING, RUNNING, STOPPING, ... (from Serve's controller)."""
-    status = serve.status().applications[APPLICATION].deployments["ResNet50"]
-    return {str(getattr(state, "value", state)): n for state, n in status.replica_states.items()}
-
-
-@serve.deployment(name="ResNet50")
-@serve.ingress()  # the FastAPI app is built in each replica, by __serve_build_asgi_app__
-class ResNetDeployment:
-    """One replica: a model, its inference thread, and its FastAPI app."""
-
-    def __init__(self, weights, runtime, threads, batching: dict, body_timeout, ready_at):
-        import torch
-
-        from demo_servers.model import load_classifier
-
-        def load():  # in the inference thread, as in the FastAPI servers (OpenMP pools)
-            torch.set_num_threads(threads)
-            return load_classifier(weights, None, runtime)
-
-        self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.classifier = self.inference.submit(load).result()
-        self.predict_batch.set_max_batch_size(batching["max_batch_size"])
-        self.predict_batch.set_batch_wait_timeout_s(batching["batch_timeout"])
-        self.body_timeout = body_timeout
-        self.ready_at = ready_at  # replicas that must run before /health says 200
-        context = ray.get_runtime_context()
-        self.served_by = f"node={context.get_node_id()[:8]} pid={os.getpid()}"
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def predict_batch(self, images: list[ImageInput]) -> list[dict]:
-        loop = asyncio.get_running_loop()
-        model = self.classifier.predict_crops
-        return await loop.run_in_executor(self.inference, timed_forward, model, images)
-
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        app = FastAPI(title="ResNet-50 (Ray Serve)")
-        app.add_middleware(BodyLimits, timeout_s=self.body_timeout)
-        app.add_middleware(ServerTiming)
-        app.state.preprocessing = self.classifier.preprocessing
-
-        @app.post("/predict", response_model=PredictResponse)
-        async def predict(image: Annotated[ImageInput, Depends(read_image)]):
-            answer = await self.predict_batch(image)  # joins this replica's next batch
-            response = timed_response(answer, image.stages, image.batch_size)
-            response.headers["x-served-by"] = self.served_by
-            return response
-
-        @app.get("/health")
-        async def health():
-            running = replica_states().get("RUNNING", 0)
-            if running < self.ready_at:
-                return PlainTextResponse(f"{running} of {self.ready_at} replicas running", 503)
-            return PlainTextResponse("ok")
-
-        @app.get("/info")
-        async def info():
-            nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
-            server = {"name": "ray", "replicas": replica_states(), "nodes": len(nodes)}
-            return JSONResponse(
-                {"model": self.classifier.info(), "server": {**server, "served_by": self.served_by}}
-            )
-
-        return app
 
 
 def start_cluster(nodes: int, cpus_per_node: float):
-    """A head node and `nodes` worker nodes on this machine, each its own raylet."""
-    from ray.cluster_utils import Cluster
+    """A head node and `nodes` worker nodes on this machine, each its own raylet, every
+    Ray process on 127.0.0.1 (Ray reads this switch, named for Windows and macOS, to
+    decide whether to use the machine's network address), none reporting usage stats."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray.cluster_utils import Cluster  # imports ray: after the switches above
 
     store = {"object_store_memory": 100 * 2**20}
     cluster = Cluster(
@@ -131,8 +48,12 @@ def start_cluster(nodes: int, cpus_per_node: float):
 
 def deployment_options(args: argparse.Namespace) -> dict:
     """Replica count or autoscaling, and the CPUs Ray reserves for each replica."""
-    most = args.autoscale_max or args.replicas
-    options = {"ray_actor_options": {"num_cpus": args.cpus / most}}
+    options = {
+        "ray_actor_options": {"num_cpus": args.replica_cpus},
+        # Serve lets a replica hold 5 requests by default: fewer than one batch. Two
+        # batches' worth lets the next batch gather while one runs.
+        "max_ongoing_requests": 2 * args.max_batch_size,
+    }
     if args.autoscale_max:
         options["autoscaling_config"] = {
             "min_replicas": args.replicas,
@@ -160,17 +81,36 @@ def main() -> None:
     parser.add_argument("--autoscale-max", type=int, default=0, help="0: a fixed replica count")
     parser.add_argument("--target-ongoing", type=float, default=8, help="requests per replica")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one request")
+    parser.add_argument(
+        "--replica-cpus",
+        type=float,
+        help="CPUs Ray reserves per replica (default: 1 on a cluster; here, the cores shared)",
+    )
     args = parser.parse_args()
     prepare_process(args)
-    args.cpus = physical_cores()
     most = args.autoscale_max or args.replicas
-    threads = args.threads or cpu_threads_per_worker(most)
-    cluster = None if args.address else start_cluster(args.nodes, args.cpus / args.nodes)
+    if args.address:
+        args.replica_cpus = args.replica_cpus or 1
+        threads = args.threads or max(1, int(args.replica_cpus))
+        cluster = None
+    else:
+        per_node = physical_cores() / args.nodes
+        # What Ray reserves decides placement; a replica must fit on one node.
+        args.replica_cpus = args.replica_cpus or min(physical_cores() / most, per_node)
+        threads = args.threads or cpu_threads_per_worker(most)
+        cluster = start_cluster(args.nodes, per_node)
+    # Ray is imported only now: a local cluster's switches must be set before.
+    import ray
+    from ray import serve
+
+    from demo_servers.ray_deployment import APPLICATION, ResNetDeployment
+
     ray.init(address=args.address or cluster.address, logging_level="WARNING")
     try:
         serve.start(
             proxy_location="HeadOnly",
             http_options={"host": args.host, "port": args.port, "request_timeout_s": args.timeout},
+            logging_config={"enable_access_log": args.access_log, "log_level": "WARNING"},
         )
         deployment = ResNetDeployment.options(**deployment_options(args))
         batching = {"max_batch_size": args.max_batch_size, "batch_timeout": args.batch_timeout}

@@ -18,8 +18,9 @@ def cells(path):
     return json.loads(path.read_text())["cells"]
 
 
-def test_the_series_is_numbered_one_to_seven():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_the_series_is_numbered_one_to_eight():
+    expected = ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [p.name[:2] for p in NOTEBOOKS] == expected
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
