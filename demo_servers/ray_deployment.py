@@ -3,7 +3,8 @@
 A replica is a Ray actor (a process) placed by Ray on any node of the cluster; Ray's
 HTTP proxy spreads requests over the replicas. In the replica, `read_image` checks the
 upload (a bad one gets its 4xx there and never joins a batch) and `@serve.batch` groups
-the replica's concurrent requests into one forward pass. `ray_server.py` deploys it.
+the replica's concurrent requests into one forward pass. `ray_server.py` deploys it,
+and so can Serve's own tools, by import path (`app`): `serve run`, or KubeRay's RayService.
 """
 
 import asyncio
@@ -14,13 +15,27 @@ from typing import Annotated
 import ray
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from ray import serve
 
-from demo_servers.limits import BodyLimits
+from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
 from demo_servers.schema import ImageInput, PredictResponse, read_image
 from demo_servers.timing import ServerTiming, timed_forward, timed_response
 
 APPLICATION = "resnet"
+
+
+class Settings(BaseModel):
+    """What one replica is told: the model and its batching. Replica counts and
+    autoscaling are not here: they are Serve's deployment options."""
+
+    weights: str = "auto"
+    runtime: str = "eager"
+    threads: int = 0  # 0: torch's default, which Ray sets to the replica's num_cpus
+    max_batch_size: int = 8
+    batch_timeout: float = 0.05  # seconds
+    body_timeout: float = BODY_TIMEOUT_S
+    ready_replicas: int = 1  # /health says 200 once this many replicas run
 
 
 def replica_states() -> dict[str, int]:
@@ -34,21 +49,22 @@ def replica_states() -> dict[str, int]:
 class ResNetDeployment:
     """One replica: a model, its inference thread, and its FastAPI app."""
 
-    def __init__(self, weights, runtime, threads, batching: dict, body_timeout, ready_at):
+    def __init__(self, settings: Settings):
         import torch
 
         from demo_servers.model import load_classifier
 
         def load():  # in the inference thread, as in the FastAPI servers (OpenMP pools)
-            torch.set_num_threads(threads)
-            return load_classifier(weights, None, runtime)
+            if settings.threads:
+                torch.set_num_threads(settings.threads)
+            return load_classifier(settings.weights, None, settings.runtime)
 
         self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.classifier = self.inference.submit(load).result()
-        self.predict_batch.set_max_batch_size(batching["max_batch_size"])
-        self.predict_batch.set_batch_wait_timeout_s(batching["batch_timeout"])
-        self.body_timeout = body_timeout
-        self.ready_at = ready_at  # replicas that must run before /health says 200
+        self.predict_batch.set_max_batch_size(settings.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(settings.batch_timeout)
+        self.body_timeout = settings.body_timeout
+        self.ready_at = settings.ready_replicas
         context = ray.get_runtime_context()
         self.served_by = f"node={context.get_node_id()[:8]} pid={os.getpid()}"
 
@@ -87,3 +103,10 @@ class ResNetDeployment:
             )
 
         return app
+
+
+def app(settings: Settings) -> serve.Application:
+    """The application by import path, for Serve's own tools: settings come as key=value
+    (`serve run demo_servers.ray_deployment:app runtime=openvino`) or as a RayService's
+    `args:`; replicas and autoscaling as the deployment `ResNet50`'s options."""
+    return ResNetDeployment.bind(settings)

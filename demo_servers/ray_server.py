@@ -103,7 +103,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from demo_servers.ray_deployment import APPLICATION, ResNetDeployment
+    from demo_servers.ray_deployment import APPLICATION, ResNetDeployment, Settings
 
     ray.init(address=args.address or cluster.address, logging_level="WARNING")
     try:
@@ -112,14 +112,17 @@ def main() -> None:
             http_options={"host": args.host, "port": args.port, "request_timeout_s": args.timeout},
             logging_config={"enable_access_log": args.access_log, "log_level": "WARNING"},
         )
-        deployment = ResNetDeployment.options(**deployment_options(args))
-        batching = {"max_batch_size": args.max_batch_size, "batch_timeout": args.batch_timeout}
-        replica = (args.weights, args.runtime, threads, batching, args.body_timeout, args.replicas)
-        serve.run(
-            deployment.bind(*replica),
-            name=APPLICATION,
-            route_prefix="/",
+        settings = Settings(
+            weights=args.weights,
+            runtime=args.runtime,
+            threads=threads,
+            max_batch_size=args.max_batch_size,
+            batch_timeout=args.batch_timeout,
+            body_timeout=args.body_timeout,
+            ready_replicas=args.replicas,
         )
+        deployment = ResNetDeployment.options(**deployment_options(args))
+        serve.run(deployment.bind(settings), name=APPLICATION, route_prefix="/")
         log.info("Ray Serve ready on %s:%d", args.host, args.port)
         while True:
             time.sleep(1)

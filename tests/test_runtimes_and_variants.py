@@ -12,7 +12,12 @@ from demo_servers import runtimes
 from demo_servers.model import load_classifier
 from demo_servers.preprocessing import decode_image
 from tests import images
-from tests.test_servers import TIMEOUT, burst, post_image
+from tests.test_servers import (
+    TIMEOUT,
+    assert_a_bad_request_does_not_fail_its_batch,
+    burst,
+    post_image,
+)
 
 EXACT_RUNTIMES = ["channels_last", "compile", "onnxruntime", "openvino"]
 
@@ -92,14 +97,7 @@ def test_hand_made_batches_keep_each_answer_with_its_request(fastapi_batching_se
 
 
 def test_a_bad_request_never_joins_a_hand_made_batch(fastapi_batching_server, classifier):
-    good = images.distinct_images(7)
-    bodies = [{"image_bytes": d.hex()} for d in good]
-    bodies.insert(3, {"image_bytes": images.truncated_jpeg().hex()})
-    responses = asyncio.run(burst(fastapi_batching_server.url, bodies))
-    assert [r.status_code for r in responses] == [200, 200, 200, 422, 200, 200, 200, 200]
-    scores = [r.json()["score"] for i, r in enumerate(responses) if i != 3]
-    expected = [classifier.predict([decode_image(d)])[0]["score"] for d in good]
-    assert scores == pytest.approx(expected, abs=1e-4)
+    assert_a_bad_request_does_not_fail_its_batch(fastapi_batching_server, classifier)
 
 
 def test_a_lone_request_waits_for_the_batch_timeout(fastapi_batching_server):
