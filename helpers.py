@@ -602,12 +602,14 @@ async def poll(url: str, during, every_s: float = 1.0) -> tuple:
 
     Returns its result and one row per GET: when it was sent (`t_s` from the start, and
     `at`, the wall-clock time), how long it took, its status and its answer (JSON if it
-    is JSON). E.g. `/health`'s
-    latency while a burst is served, or `/info`'s replica count during a ramp."""
+    is JSON). E.g. `/health`'s latency while a burst is served, or `/info`'s replica count
+    during a ramp. The GET still in flight when `during` ends is waited for: it is the one
+    that shows a server too busy to answer."""
     rows: list[dict] = []
+    stop = asyncio.Event()
 
     async def get(client, t0):
-        while True:
+        while not stop.is_set():
             start = time.perf_counter()
             row = {"t_s": start - t0, "at": time.time(), "latency_s": None, "status": None}
             row["answer"] = None
@@ -619,16 +621,18 @@ async def poll(url: str, during, every_s: float = 1.0) -> tuple:
                 except ValueError:
                     row["answer"] = response.text
             rows.append(row)
-            await asyncio.sleep(every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async with httpx.AsyncClient(timeout=300.0) as client:
         poller = asyncio.create_task(get(client, time.perf_counter()))
         try:
             result = await during
-        finally:
+        except BaseException:
             poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            raise
+        stop.set()
+        await poller
     return result, pd.DataFrame(rows)
 
 
@@ -952,8 +956,7 @@ def stability(
 
 def windowed(requests: pd.DataFrame, windows: int = 3) -> pd.DataFrame:
     """Each run cut into `windows` consecutive windows (by scheduled time), each counted as a
-    repeat: perf_analyzer's way to check that one long run is stable. A server falling
-    behind an open-loop schedule shows as latency growing from window to window."""
+    repeat: perf_analyzer's way to check that one long run is stable."""
 
     def cut(run: pd.DataFrame) -> pd.DataFrame:
         start, span = run["scheduled_s"].min(), run["scheduled_s"].max() - run["scheduled_s"].min()
@@ -962,6 +965,30 @@ def windowed(requests: pd.DataFrame, windows: int = 3) -> pd.DataFrame:
         return run.assign(repeat=index, run_id=run["run_id"] + "-window" + index.astype(str))
 
     return pd.concat([cut(run) for _, run in requests.groupby("run_id")], ignore_index=True)
+
+
+def keeps_up(
+    requests: pd.DataFrame,
+    windows: int = 3,
+    tolerance: float = STABILITY_TOLERANCE,
+    growth: float = 2.0,
+) -> pd.DataFrame:
+    """Per open-loop point: whether the server kept up with its schedule (`stable`).
+
+    Each run is cut into `windows` consecutive windows. Poisson arrivals make a window's
+    rate differ from the next by more than 10%, so the 10% rule applies to the share of
+    each window's offered requests that were served; and a server falling behind has a
+    growing queue, which shows as its median latency growing `growth`-fold from the first
+    window to the last."""
+    summary = summarize(windowed(requests, windows)).sort_values("repeat", kind="stable")
+    keys = [k for k in POINT_KEYS if k in summary]
+    rows = []
+    for key, point in summary.groupby(keys, sort=False, dropna=False):
+        served = point["throughput_rps"] / point["offered_rps"]
+        growing = point["p50_ms"].iloc[-1] > growth * point["p50_ms"].iloc[0]
+        stable = is_stable(served, tolerance, windows) and not growing
+        rows.append({**dict(zip(keys, key, strict=True)), "windows": len(point), "stable": stable})
+    return pd.DataFrame(rows)
 
 
 def spread(
@@ -1177,7 +1204,12 @@ def time_forward_passes(
     desc = f"model ceiling ({classifier.runtime})"
     for batch_size in tqdm(batch_sizes, desc=desc, disable=barrier is not None):
         batch = pixels.expand(batch_size, -1, -1, -1).contiguous()
-        classifier.probabilities(batch)  # warm-up
+        # Warm-up: a fresh model's first passes at a new shape are slow (allocations,
+        # kernel choices, clock ramp-up): at least one pass, and half a second.
+        warm_until = time.perf_counter() + 0.5
+        classifier.probabilities(batch)
+        while time.perf_counter() < warm_until:
+            classifier.probabilities(batch)
         for repeat in range(repeats):
             if barrier is not None:
                 barrier.wait()
@@ -1218,6 +1250,7 @@ class CeilingCheck:
     batch_size: int  # where the best was reached
     one_image: float  # batch-1 images/s (both readings)
     served: float  # the best requests/s any server sustained
+    served_one_image: float = float("nan")  # ... of a server running one image per pass
     tolerance: float = STABILITY_TOLERANCE
 
     @property
@@ -1230,28 +1263,37 @@ class CeilingCheck:
 
     @property
     def exceeded(self) -> bool:
-        return self.served > max(self.before, self.after)
+        """Served faster than the model alone: at its best, or at batch 1 for a server
+        that ran one image per forward pass (NaN compares False: nothing to check)."""
+        return self.served > max(self.before, self.after) or self.served_one_image > self.one_image
 
     @property
     def trustworthy(self) -> bool:
         return self.drift <= self.tolerance and not self.exceeded
 
     def __str__(self) -> str:
+        one = f" (batch 1: {self.one_image:.1f})" if self.batch_size != 1 else ""
         text = (
             f"Model alone, batch {self.batch_size}: {self.before:.1f} images/s before the served "
-            f"runs and {self.after:.1f} after (batch 1: {self.one_image:.1f}); the best server "
-            f"served {self.served:.1f} requests/s."
+            f"runs and {self.after:.1f} after{one}; the best server served {self.served:.1f} "
+            "requests/s."
         )
         if self.trustworthy:
             return text + (
                 f" The readings agree within {self.tolerance:.0%} and no server went above "
                 "them: the fractions of the ceiling below can be trusted."
             )
-        if self.exceeded:
+        if self.served > max(self.before, self.after):
             why = (
                 f"a server served more than the model alone can do ({self.served:.1f} > "
                 f"{max(self.before, self.after):.1f}), so the ceiling was read on a busier "
                 "machine than the servers ran on"
+            )
+        elif self.exceeded:
+            why = (
+                f"a server running one image per forward pass served {self.served_one_image:.1f}"
+                f" requests/s, more than the model alone at batch 1 ({self.one_image:.1f}), so "
+                "the ceiling was read on a busier machine than the servers ran on"
             )
         else:
             why = (
@@ -1273,12 +1315,19 @@ def ceiling_check(
 ) -> CeilingCheck:
     """Compare two `model_ceiling` readings with each other and with the served throughput."""
     medians = pd.concat([before, after]).groupby("batch_size")["images_per_s"].median()
+    served = summary.groupby(["server", "level"])["throughput_rps"].median()
+    if "mean_batch_size" in summary:  # from Server-Timing: which servers ran batch 1
+        one = summary[summary["mean_batch_size"] <= 1]
+        served_one = one.groupby(["server", "level"])["throughput_rps"].median().max()
+    else:
+        served_one = float("nan")
     return CeilingCheck(
         before=best_images_per_s(before),
         after=best_images_per_s(after),
         batch_size=int(medians.idxmax()),
         one_image=float(medians.get(1, float("nan"))),
-        served=summary.groupby(["server", "level"])["throughput_rps"].median().max(),
+        served=served.max(),
+        served_one_image=float(served_one),
         tolerance=tolerance,
     )
 
