@@ -308,6 +308,9 @@ def test_ceiling_check_says_when_the_comparison_cannot_be_trusted():
     one_image = summary.assign(mean_batch_size=lambda d: d["server"].map({"fastapi": 1.0}))
     over_batch_1 = helpers.ceiling_check(ceiling({1: 9.0, 8: 25.0}), ceiling({8: 25.0}), one_image)
     assert over_batch_1.exceeded and "at batch 1 (9.0)" in str(over_batch_1)
+    # where batch 1 is the best, the batch-1 ceiling and the best are one figure
+    at_1 = helpers.ceiling_check(ceiling({1: 30.0, 2: 28.0}), ceiling({1: 34.0}), summary)
+    assert at_1.batch_size == 1 and at_1.one_image == at_1.ceiling == pytest.approx(32.0)
 
 
 def test_published_figures_show_whatever_sizes_were_measured():
