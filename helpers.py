@@ -1272,7 +1272,8 @@ class CeilingCheck:
         return self.drift <= self.tolerance and not self.exceeded
 
     def __str__(self) -> str:
-        one = f" (batch 1: {self.one_image:.1f})" if self.batch_size != 1 else ""
+        shown = self.batch_size != 1 and pd.notna(self.one_image)  # NaN: batch 1 not read
+        one = f" (batch 1: {self.one_image:.1f})" if shown else ""
         text = (
             f"Model alone, batch {self.batch_size}: {self.before:.1f} images/s before the served "
             f"runs and {self.after:.1f} after{one}; the best server served {self.served:.1f} "
