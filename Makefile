@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 # hardware with e.g. TORCH="torch==2.13.0 --index-url <PyTorch's CPU or CUDA index>".
 TORCH  ?= torch==2.13.0
 
-.PHONY: install lab test lint notebooks-full clean
+.PHONY: install lab test lint docs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +28,14 @@ lint: install
 
 test: install lint
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -v tests
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -v --nbmake notebooks
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -v --durations=0 --nbmake notebooks
 	@stray=$$(git status --porcelain --untracked-files=all 2>/dev/null | grep '^??' | grep -v ' results/'); \
 	if [ -n "$$stray" ]; then echo "written outside results/:"; echo "$$stray"; exit 1; fi
 
-# Run every notebook with the full profile; executed copies (with plots) go to
-# results/notebooks/, the committed notebooks stay free of outputs.
-notebooks-full: install
-	@for nb in notebooks/0*.ipynb; do start=$$(date +%s); \
-	  BENCHMARK_PROFILE=full $(BIN)/jupyter nbconvert --to notebook --execute \
-	    --ExecutePreprocessor.timeout=-1 --output-dir results/notebooks $$nb || exit 1; \
-	  echo "$$nb: $$(( $$(date +%s) - start )) s"; done
+# Run every notebook with the full profile (about 50 min on 2 CPU cores) and publish the
+# executed copies, machine named at the top, in docs/executed/; notebooks/ stays clean.
+docs: install
+	$(BIN)/python docs/publish.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

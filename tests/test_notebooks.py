@@ -45,6 +45,30 @@ def test_no_stored_errors(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    """Readers run these: no figure from another machine, and clean diffs."""
+    for cell in cells(path):
+        assert not cell.get("outputs") and not cell.get("execution_count"), cell["source"][:1]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_published_executed_copy_is_of_this_notebook(path):
+    """docs/executed/ holds a full run of exactly this code, its machine named on top."""
+    published = helpers.ROOT / "docs" / "executed" / path.name
+    assert published.exists(), f"no executed copy of {path.name}: run `make docs`"
+    header, *rest = cells(published)
+    assert "Executed copy" in "".join(header["source"]) and "CPU cores" in "".join(header["source"])
+
+    def code(cells_):
+        return ["".join(c["source"]) for c in cells_ if c["cell_type"] == "code"]
+
+    assert code(rest) == code(cells(path)), f"{path.name} changed since: run `make docs`"
+    for cell in rest:
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error", "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_cell_writes_outside_results(path):
     for cell in cells(path):
         for line in "".join(cell["source"]).splitlines():
