@@ -1262,10 +1262,19 @@ class CeilingCheck:
         return abs(self.before - self.after) / max(self.before, self.after)
 
     @property
+    def above_best(self) -> bool:
+        """A server served more than the model alone at its best."""
+        return self.served > max(self.before, self.after)
+
+    @property
+    def above_batch_1(self) -> bool:
+        """A server running one image per forward pass served more than the model alone at
+        batch 1 (NaN compares False: nothing to check)."""
+        return self.served_one_image > self.one_image
+
+    @property
     def exceeded(self) -> bool:
-        """Served faster than the model alone: at its best, or at batch 1 for a server
-        that ran one image per forward pass (NaN compares False: nothing to check)."""
-        return self.served > max(self.before, self.after) or self.served_one_image > self.one_image
+        return self.above_best or self.above_batch_1
 
     @property
     def trustworthy(self) -> bool:
@@ -1284,13 +1293,13 @@ class CeilingCheck:
                 f" The readings agree within {self.tolerance:.0%} and no server went above "
                 "them: the fractions of the ceiling below can be trusted."
             )
-        if self.served > max(self.before, self.after):
+        if self.above_best:
             why = (
                 f"a server served more than the model alone can do ({self.served:.1f} > "
                 f"{max(self.before, self.after):.1f}), so the ceiling was read on a busier "
                 "machine than the servers ran on"
             )
-        elif self.exceeded:
+        elif self.above_batch_1:
             why = (
                 f"a server running one image per forward pass served {self.served_one_image:.1f}"
                 f" requests/s, more than the model alone at batch 1 ({self.one_image:.1f}), so "
