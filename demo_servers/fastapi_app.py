@@ -9,9 +9,7 @@ import asyncio
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
 
 from demo_servers.cli import (
     add_common_arguments,
@@ -20,9 +18,9 @@ from demo_servers.cli import (
     run_uvicorn,
 )
 from demo_servers.hardware import cpu_threads_per_worker
-from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
-from demo_servers.model import load_classifier
-from demo_servers.timing import ServerTiming
+from demo_servers.limits import BODY_TIMEOUT_S
+from demo_servers.model import load_for_this_thread
+from demo_servers.skeleton import create_skeleton
 
 
 def create_base_app(
@@ -36,13 +34,11 @@ def create_base_app(
 ) -> FastAPI:
     """A FastAPI app without `/predict`; `server` is what `/info` says about the server.
 
-    `inference`: the executor whose thread will run the model, if not the event loop's. The
-    model is loaded in that same thread: PyTorch's OpenMP keeps one pool of threads per
-    calling thread, and a second pool (from loading elsewhere) makes both slower."""
+    `inference`: the executor whose thread will run the model, if not the event loop's; the
+    model is loaded in that same thread (`load_for_this_thread`)."""
 
     def load():
-        torch.set_num_threads(threads or cpu_threads_per_worker(1))
-        return load_classifier(weights, device, runtime)
+        return load_for_this_thread(weights, device, runtime, threads or cpu_threads_per_worker(1))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -53,21 +49,15 @@ def create_base_app(
         app.state.preprocessing = app.state.classifier.preprocessing
         yield
 
-    app = FastAPI(title=f"ResNet-50 ({server['name']})", lifespan=lifespan)
-    app.add_middleware(BodyLimits, timeout_s=body_timeout)
-    app.add_middleware(ServerTiming)
+    def not_ready(request: Request) -> str | None:
+        return None if getattr(request.app.state, "classifier", None) else "not ready"
 
-    @app.get("/health")
-    async def health(request: Request):
-        if getattr(request.app.state, "classifier", None) is None:
-            return PlainTextResponse("not ready", status_code=503)
-        return PlainTextResponse("ok")
+    def info(request: Request) -> dict:
+        return {"model": request.app.state.classifier.info(), "server": server}
 
-    @app.get("/info")
-    async def info(request: Request):
-        return JSONResponse({"model": request.app.state.classifier.info(), "server": server})
-
-    return app
+    return create_skeleton(
+        f"ResNet-50 ({server['name']})", info, not_ready, body_timeout, lifespan=lifespan
+    )
 
 
 def main(create_app, description: str, add_arguments=None) -> None:

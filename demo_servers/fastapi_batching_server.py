@@ -20,6 +20,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from demo_servers.batching import BATCH_TIMEOUT_S, MAX_BATCH_SIZE, add_batching_arguments
 from demo_servers.fastapi_app import create_base_app, main
 from demo_servers.schema import ImageInput, PredictResponse, read_image
 from demo_servers.timing import timed_forward, timed_response
@@ -28,7 +29,13 @@ from demo_servers.timing import timed_forward, timed_response
 class Batcher:
     """Collects queued requests into batches and runs `predict` once per batch."""
 
-    def __init__(self, predict, inference, max_batch_size: int = 8, batch_timeout: float = 0.05):
+    def __init__(
+        self,
+        predict,
+        inference,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        batch_timeout: float = BATCH_TIMEOUT_S,
+    ):
         self.predict = predict  # list of inputs -> list of answers
         self.inference = inference  # the executor whose one thread runs `predict`
         self.max_batch_size = max_batch_size
@@ -68,7 +75,9 @@ class Batcher:
                         answer.set_result(result)
 
 
-def create_app(max_batch_size: int = 8, batch_timeout: float = 0.05, **options) -> FastAPI:
+def create_app(
+    max_batch_size: int = MAX_BATCH_SIZE, batch_timeout: float = BATCH_TIMEOUT_S, **options
+) -> FastAPI:
     inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     server = {"name": "fastapi_batching", "batching": True, "max_batch_size": max_batch_size}
     server["batch_timeout"] = batch_timeout
@@ -94,10 +103,5 @@ def create_app(max_batch_size: int = 8, batch_timeout: float = 0.05, **options) 
     return app
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-timeout", type=float, default=0.05, help="seconds")
-
-
 if __name__ == "__main__":
-    main(create_app, __doc__.splitlines()[0], add_arguments)
+    main(create_app, __doc__.splitlines()[0], add_batching_arguments)

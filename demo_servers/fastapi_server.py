@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Request
 
 from demo_servers.fastapi_app import create_base_app, main
 from demo_servers.schema import ImageInput, PredictResponse, read_image
-from demo_servers.timing import timed_response
+from demo_servers.timing import FORWARD, timed_response
 
 
 def create_app(**options) -> FastAPI:
@@ -30,7 +30,7 @@ def create_app(**options) -> FastAPI:
     async def predict(image: Annotated[ImageInput, Depends(read_image)], request: Request):
         # Blocking call in an async endpoint: the event loop stalls for the whole
         # forward pass (see the module docstring). Kept on purpose as the baseline.
-        with image.stages.timing("forward"):
+        with image.stages.timing(FORWARD):
             answer = request.app.state.classifier.predict_crops([image.pixels])[0]
         return timed_response(answer, image.stages)
 

@@ -10,9 +10,11 @@ reads each request, decodes and checks the image and makes the model's 224x224 c
 then it queues the crop (150 KB of RGB bytes). Each inference worker takes up to
 `max_batch_size` requests from the queue, waiting at most `batch_timeout` seconds for
 the batch to fill, then calls decode_request (per request) -> batch -> predict ->
-unbatch -> encode_response (per request). With `max_batch_size=1` there is no batching:
-batch/unbatch are skipped and predict sees one request. Nothing in the HTTP process
-needs torch: only the workers import the model, which keeps restarts quick.
+unbatch -> encode_response (per request); LitServe's own batch and unbatch pass the list
+of inputs and of outputs through, which is all this model needs. With `max_batch_size=1`
+there is no batching and predict sees one request. Nothing in the HTTP process needs
+torch: only the workers import the model, which keeps restarts quick. LitServe 0.2.19's
+rough edges are smoothed in `litserve_workarounds.py`, apart from what this file teaches.
 
 Two LitServe rules shape this file. LitServe reads the type annotation of
 `decode_request` at run time, so this module must not use
@@ -25,18 +27,18 @@ hang without an error).
 import argparse
 import logging
 import platform
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 import litserve as ls
-import uvicorn
 from fastapi import Depends
 from fastapi.responses import Response
 from litserve.connector import check_cuda_with_nvidia_smi
 
+from demo_servers.batching import add_batching_arguments
 from demo_servers.cli import add_common_arguments, add_model_arguments, prepare_process
 from demo_servers.hardware import cpu_threads_per_worker
 from demo_servers.limits import BodyLimits, uvicorn_options
+from demo_servers.litserve_workarounds import ResNetServer
 from demo_servers.preprocessing import Preprocessing
 from demo_servers.schema import ImageInput, read_image
 from demo_servers.supervision import FailOrphanedRequests, WorkerPids
@@ -44,7 +46,6 @@ from demo_servers.timing import ServerTiming, timed_forward, timed_response
 from demo_servers.weights import MODEL_ID, RANDOM, resolve_weights
 
 log = logging.getLogger("demo_servers")
-LITSERVE_HOSTS = ("0.0.0.0", "127.0.0.1", "::")  # the only hosts LitServe 0.2.19's run() takes
 
 
 class ResNetAPI(ls.LitAPI):
@@ -81,10 +82,8 @@ class ResNetAPI(ls.LitAPI):
         # The annotation makes LitServe run read_image in the HTTP process, before queueing.
         return request
 
-    def batch(self, inputs: list[ImageInput]) -> list[ImageInput]:
-        return inputs  # predict stacks the crops into one tensor
-
     def predict(self, x: list[ImageInput] | ImageInput) -> list[tuple] | tuple:
+        # LitServe's default batch and unbatch pass lists through: x is the batch's inputs
         inputs = x if isinstance(x, list) else [x]  # max_batch_size=1: a single request
         answers = timed_forward(self.classifier.predict_crops, inputs)
         if self.log_batch_sizes:
@@ -92,45 +91,9 @@ class ResNetAPI(ls.LitAPI):
         results = list(zip(answers, inputs, strict=True))
         return results if isinstance(x, list) else results[0]
 
-    def unbatch(self, output: list[tuple]) -> list[tuple]:
-        return output
-
     def encode_response(self, output: tuple) -> Response:
         answer, image = output
         return timed_response(answer, image.stages, image.batch_size)
-
-
-class ResNetServer(ls.LitServer):
-    """LitServer with two small fixes for LitServe 0.2.19.
-
-    - Any bind address: `run()` accepts only 0.0.0.0, 127.0.0.1 and :: and exits on
-      others (localhost, ::1, one interface's address); we bind the socket uvicorn uses.
-    - A quick stop: on shutdown its HTTP process waits up to 1 s in a blocking read of the
-      response queue; closing the queues first lets it exit at once.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        litserve_lifespan = self.app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(app):
-            async with litserve_lifespan(app) as state:
-                yield state
-                self._transport.close()  # wakes the response reader, which then sees "closed"
-
-        self.app.router.lifespan_context = lifespan
-
-    def run(self, host: str = "127.0.0.1", **kwargs) -> None:
-        self._host = host
-        super().run(host=host if host in LITSERVE_HOSTS else "127.0.0.1", **kwargs)
-
-    def _start_server(self, port, num_uvicorn_servers, log_level, sockets, *args, **kwargs):
-        if self._host not in LITSERVE_HOSTS:  # replace the placeholder socket
-            for sock in sockets:
-                sock.close()
-            sockets = [uvicorn.Config(self.app, host=self._host, port=port).bind_socket()]
-        return super()._start_server(port, num_uvicorn_servers, log_level, sockets, *args, **kwargs)
 
 
 def pick_accelerator(choice: str) -> str:
@@ -188,8 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, default_port=8001)
     add_model_arguments(parser)
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-timeout", type=float, default=0.05, help="seconds")
+    add_batching_arguments(parser)
     parser.add_argument("--workers-per-device", type=int, default=1)
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument(

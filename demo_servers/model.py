@@ -139,6 +139,18 @@ class Classifier:
         }
 
 
+def load_for_this_thread(
+    weights: str, device: str | None, runtime: str, threads: int = 0
+) -> Classifier:
+    """`load_classifier`, called in the thread that will run the model, with `threads` torch
+    threads (0: leave torch's setting). PyTorch's OpenMP keeps one pool of threads per
+    calling thread: a model loaded in another thread leaves a second pool behind, and that
+    made every forward pass about a fifth slower here."""
+    if threads:
+        torch.set_num_threads(threads)
+    return load_classifier(weights, device, runtime)
+
+
 def load_classifier(
     weights: str = "auto",
     device: str | torch.device | None = None,

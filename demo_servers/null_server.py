@@ -19,10 +19,11 @@ import itertools
 import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 from demo_servers.cli import add_common_arguments, prepare_process, run_uvicorn
-from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
+from demo_servers.limits import BODY_TIMEOUT_S
+from demo_servers.skeleton import create_skeleton
 
 ANSWER = {"predicted_label": 0, "predicted_class": "null", "score": 1.0}
 
@@ -35,17 +36,12 @@ def create_app(
     stall_s: float = 0.0,
     body_timeout: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
-    app = FastAPI(title="null server")
-    app.add_middleware(BodyLimits, timeout_s=body_timeout)
+    server = {"name": "null", "delay": delay, "block": block}
+    app = create_skeleton(
+        "null server", lambda request: {"model": None, "server": server}, timing=False,
+        body_timeout=body_timeout,
+    )  # fmt: skip
     counter = itertools.count(1)
-
-    @app.get("/health")
-    async def health():
-        return PlainTextResponse("ok")
-
-    @app.get("/info")
-    async def info():
-        return {"model": None, "server": {"name": "null", "delay": delay, "block": block}}
 
     @app.post("/predict")
     async def predict(request: Request):

@@ -14,13 +14,14 @@ from typing import Annotated
 
 import ray
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from ray import serve
 
-from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
+from demo_servers.batching import BATCH_TIMEOUT_S, MAX_BATCH_SIZE
+from demo_servers.limits import BODY_TIMEOUT_S
 from demo_servers.schema import ImageInput, PredictResponse, read_image
-from demo_servers.timing import ServerTiming, timed_forward, timed_response
+from demo_servers.skeleton import create_skeleton
+from demo_servers.timing import timed_forward, timed_response
 
 APPLICATION = "resnet"
 
@@ -32,8 +33,8 @@ class Settings(BaseModel):
     weights: str = "auto"
     runtime: str = "eager"
     threads: int = 0  # 0: torch's default, which Ray sets to the replica's num_cpus
-    max_batch_size: int = 8
-    batch_timeout: float = 0.05  # seconds
+    max_batch_size: int = MAX_BATCH_SIZE
+    batch_timeout: float = BATCH_TIMEOUT_S  # seconds
     body_timeout: float = BODY_TIMEOUT_S
     ready_replicas: int = 1  # /health says 200 once this many replicas run
 
@@ -50,17 +51,12 @@ class ResNetDeployment:
     """One replica: a model, its inference thread, and its FastAPI app."""
 
     def __init__(self, settings: Settings):
-        import torch
-
-        from demo_servers.model import load_classifier
-
-        def load():  # in the inference thread, as in the FastAPI servers (OpenMP pools)
-            if settings.threads:
-                torch.set_num_threads(settings.threads)
-            return load_classifier(settings.weights, None, settings.runtime)
+        from demo_servers.model import load_for_this_thread
 
         self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self.classifier = self.inference.submit(load).result()
+        self.classifier = self.inference.submit(
+            load_for_this_thread, settings.weights, None, settings.runtime, settings.threads
+        ).result()
         self.predict_batch.set_max_batch_size(settings.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(settings.batch_timeout)
         self.body_timeout = settings.body_timeout
@@ -68,16 +64,30 @@ class ResNetDeployment:
         context = ray.get_runtime_context()
         self.served_by = f"node={context.get_node_id()[:8]} pid={os.getpid()}"
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    @serve.batch  # its sizes are set per replica from the settings, in __init__
     async def predict_batch(self, images: list[ImageInput]) -> list[dict]:
         loop = asyncio.get_running_loop()
         model = self.classifier.predict_crops
         return await loop.run_in_executor(self.inference, timed_forward, model, images)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = FastAPI(title="ResNet-50 (Ray Serve)")
-        app.add_middleware(BodyLimits, timeout_s=self.body_timeout)
-        app.add_middleware(ServerTiming)
+        def not_ready(request) -> str | None:
+            running = replica_states().get("RUNNING", 0)
+            return (
+                f"{running} of {self.ready_at} replicas running"
+                if running < self.ready_at
+                else None
+            )
+
+        def info(request) -> dict:
+            nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
+            server = {"name": "ray", "replicas": replica_states(), "nodes": len(nodes)}
+            return {
+                "model": self.classifier.info(),
+                "server": {**server, "served_by": self.served_by},
+            }
+
+        app = create_skeleton("ResNet-50 (Ray Serve)", info, not_ready, self.body_timeout)
         app.state.preprocessing = self.classifier.preprocessing
 
         @app.post("/predict", response_model=PredictResponse)
@@ -86,21 +96,6 @@ class ResNetDeployment:
             response = timed_response(answer, image.stages, image.batch_size)
             response.headers["x-served-by"] = self.served_by
             return response
-
-        @app.get("/health")
-        async def health():
-            running = replica_states().get("RUNNING", 0)
-            if running < self.ready_at:
-                return PlainTextResponse(f"{running} of {self.ready_at} replicas running", 503)
-            return PlainTextResponse("ok")
-
-        @app.get("/info")
-        async def info():
-            nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
-            server = {"name": "ray", "replicas": replica_states(), "nodes": len(nodes)}
-            return JSONResponse(
-                {"model": self.classifier.info(), "server": {**server, "served_by": self.served_by}}
-            )
 
         return app
 

@@ -21,6 +21,7 @@ import logging
 import os
 import time
 
+from demo_servers.batching import add_batching_arguments
 from demo_servers.cli import add_common_arguments, add_model_arguments, prepare_process
 from demo_servers.hardware import cpu_threads_per_worker, physical_cores
 
@@ -76,8 +77,7 @@ def main() -> None:
     )
     parser.add_argument("--nodes", type=int, default=1, help="worker nodes of the local cluster")
     parser.add_argument("--address", help="a running Ray cluster to deploy onto (host:port)")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-timeout", type=float, default=0.05, help="seconds")
+    add_batching_arguments(parser)
     parser.add_argument("--autoscale-max", type=int, default=0, help="0: a fixed replica count")
     parser.add_argument("--target-ongoing", type=float, default=8, help="requests per replica")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for one request")

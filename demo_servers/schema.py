@@ -24,7 +24,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
 from demo_servers.preprocessing import ImageError, decode_image
-from demo_servers.timing import Stages
+from demo_servers.timing import DECODE, PARSE, PREPROCESS, READ, Stages
 
 JSON_FIELDS = {"image_bytes": "hex", "image_base64": "base64"}
 TEXT = {"hex": "hex digits", "base64": "base64 text"}
@@ -62,19 +62,19 @@ async def read_image(request: Request) -> ImageInput:
     stages = Stages()
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        with stages.timing("read"):  # starlette reads and parses a multipart body in one go
+        with stages.timing(READ):  # starlette reads and parses a multipart body in one go
             loc, data = ["body", MULTIPART_FIELD], await _multipart_file(request)
     else:
         with stages.timing("read"):
             body = await request.body()
-        with stages.timing("parse"):
+        with stages.timing(PARSE):
             loc, data = _image_bytes(media_type, body)
-    with stages.timing("decode"):
+    with stages.timing(DECODE):
         try:
             image = decode_image(data)
         except ImageError as exc:
             raise invalid(422, loc, str(exc)) from None
-    with stages.timing("preprocess"):
+    with stages.timing(PREPROCESS):
         pixels = request.app.state.preprocessing.pixels(image)
     return ImageInput(pixels, stages, ready_at=time.monotonic())
 

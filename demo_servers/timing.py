@@ -23,6 +23,11 @@ from contextlib import contextmanager
 from fastapi.responses import Response
 
 HEADER = "server-timing"
+# The stages, in the order a request passes them: the one definition servers and clients use.
+READ, PARSE, DECODE, PREPROCESS, QUEUE, FORWARD, ENCODE = STAGES = (
+    "read", "parse", "decode", "preprocess", "queue", "forward", "encode",
+)  # fmt: skip
+TOTAL = "total"  # added by the `ServerTiming` middleware
 
 
 class Stages(dict):
@@ -39,14 +44,14 @@ class Stages(dict):
     def header(self, batch_size: int | None = None) -> str:
         parts = []
         for name, ms in self.items():
-            desc = f';desc="batch of {batch_size}"' if name == "forward" and batch_size else ""
+            desc = f';desc="batch of {batch_size}"' if name == FORWARD and batch_size else ""
             parts.append(f"{name};dur={ms:.3f}{desc}")
         return ", ".join(parts)
 
 
 def timed_response(answer: dict, stages: Stages, batch_size: int = 1) -> Response:
     """The answer as JSON, with the stages (encoding included) in a Server-Timing header."""
-    with stages.timing("encode"):
+    with stages.timing(ENCODE):
         body = json.dumps(answer).encode()
     return Response(
         body, media_type="application/json", headers={HEADER: stages.header(batch_size)}
@@ -82,7 +87,7 @@ class ServerTiming:
 
         async def timed_send(message):
             if message["type"] == "http.response.start":
-                total = f"total;dur={1000 * (time.monotonic() - started):.3f}".encode()
+                total = f"{TOTAL};dur={1000 * (time.monotonic() - started):.3f}".encode()
                 headers = list(message.get("headers", []))
                 for i, (name, value) in enumerate(headers):
                     if name.lower() == HEADER.encode():
@@ -103,7 +108,7 @@ def timed_forward(predict_crops, inputs: list) -> list[dict]:
     answers = predict_crops([i.pixels for i in inputs])
     forward_ms = 1000 * (time.monotonic() - started)
     for i in inputs:
-        i.stages["queue"] = 1000 * (started - i.ready_at)
-        i.stages["forward"] = forward_ms
+        i.stages[QUEUE] = 1000 * (started - i.ready_at)
+        i.stages[FORWARD] = forward_ms
         i.batch_size = len(inputs)
     return answers

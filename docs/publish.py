@@ -27,10 +27,10 @@ OUT = ROOT / "docs" / "executed"
 def machine_line() -> str:
     """The hardware and versions, as the toolkit records them with every run."""
     sys.path.insert(0, str(ROOT))
-    import helpers
     from demo_servers.weights import RANDOM, resolve_weights
+    from servebench.results import environment
 
-    m = helpers.environment()
+    m = environment()
     weights = "random (offline fallback)" if resolve_weights() == RANDOM else "pretrained"
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (

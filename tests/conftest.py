@@ -1,11 +1,16 @@
 """Shared fixtures: real servers on free loopback ports, offline weights, results in a tmp dir."""
 
+import inspect
 import os
+import re
 import tempfile
 
 # Before helpers is imported: nothing may wait on the network or write into the repo.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["RESULTS_DIR"] = tempfile.mkdtemp(prefix="serving-resnet50-tests-")
+# An empty Hugging Face cache of the tests' own: a machine that holds the real
+# microsoft/resnet-50 (after an online `make lab`) tests the same offline fallback.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="serving-resnet50-hf-")
 # Converted models (ONNX, OpenVINO, torch.compile's cache) outlive one test session.
 os.environ.setdefault(
     "MODEL_CACHE_DIR", os.path.join(tempfile.gettempdir(), "serving-resnet50-model-cache")
@@ -15,15 +20,13 @@ import pytest  # noqa: E402
 
 import helpers  # noqa: E402
 from demo_servers.model import load_classifier  # noqa: E402
+from tests.support import BODY_TIMEOUT_S  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def classifier():
     """The model in-process, on the CPU, as the servers load it."""
     return load_classifier("auto", "cpu")
-
-
-BODY_TIMEOUT_S = 2.0  # short, so the slow-body tests finish quickly
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +81,49 @@ def server(request):
 def batching_server(request):
     """The servers that batch: the hand-made one and LitServe."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(scope="session")
+def null_server():
+    """No model: answers at once (the load generators' yardstick)."""
+    with helpers.start_server("null", quiet=True, replace=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def serial_server():
+    """Serves one request at a time, 50 ms each (like a blocking endpoint)."""
+    with helpers.start_server("null", quiet=True, replace=False, block=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def patch(monkeypatch):
+    """`monkeypatch.setattr`, only on the module that defines the name: a patch of a name
+    re-exported elsewhere (e.g. `helpers.RESULTS_DIR`) would silently miss the code that
+    reads the defining module's, so it fails instead."""
+
+    def setattr(module, name: str, value) -> None:
+        current = getattr(module, name)
+        if inspect.isfunction(current) or inspect.isclass(current):
+            defined_here = current.__module__ == module.__name__
+        else:  # a value: assigned at the top level of the module's own source
+            defined_here = re.search(rf"^{name}\b.*=", inspect.getsource(module), re.MULTILINE)
+        if not defined_here:
+            pytest.fail(f"{module.__name__}.{name} is defined elsewhere: patch it there")
+        monkeypatch.setattr(module, name, value)
+
+    return setattr
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run where torch sees a CUDA device, and are skipped, saying so,
+    elsewhere (CI has none)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; torch sees none here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

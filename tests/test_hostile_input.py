@@ -10,8 +10,7 @@ import pytest
 
 from demo_servers.preprocessing import MAX_ASPECT_RATIO, decode_image
 from tests import images
-from tests.conftest import BODY_TIMEOUT_S
-from tests.test_servers import TIMEOUT, assert_still_serving, burst, post_image
+from tests.support import BODY_TIMEOUT_S, TIMEOUT, assert_still_serving, burst, post_image
 
 DAMAGED = {**images.truncations(), **images.bit_flips()}
 
@@ -86,8 +85,8 @@ def raw_exchange(server, request: bytes, wait_s: float = 30.0) -> tuple[bytes, f
         try:
             sock.sendall(request)
             answer = sock.recv(200)
-        except ConnectionResetError:  # the server closed while we were still sending
-            answer = b"(connection reset)"
+        except (ConnectionResetError, BrokenPipeError):  # closed while we were still sending
+            answer = b"(connection closed)"
         return answer, time.perf_counter() - started
 
 
@@ -96,7 +95,7 @@ def test_a_stalled_body_gets_a_408(server, classifier):
     head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     answer, seconds = raw_exchange(server, head + b'Content-Length: 1000\r\n\r\n{"image_by')
     assert answer.startswith(b"HTTP/1.1 408"), answer
-    assert BODY_TIMEOUT_S - 0.5 < seconds < BODY_TIMEOUT_S + 5
+    assert BODY_TIMEOUT_S - 0.5 < seconds < BODY_TIMEOUT_S + 20  # margin for a busy machine
     assert_still_serving(server, classifier)
 
 
@@ -121,16 +120,18 @@ def test_a_body_sent_slowly_gets_a_408(server):
             except TimeoutError:
                 continue
     assert answer.startswith(b"HTTP/1.1 408"), answer
-    assert time.perf_counter() - started < BODY_TIMEOUT_S + 5
+    # cut off at the deadline, not when the 100 bytes (50 s of trickle) were all sent
+    assert time.perf_counter() - started < BODY_TIMEOUT_S + 20
 
 
 @pytest.mark.parametrize("size", [2**20, 16 * 2**20])
 def test_huge_headers_are_refused_at_once(server, classifier, size):
     request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
     answer, seconds = raw_exchange(server, request)
-    assert answer.startswith(b"HTTP/1.1 400") or answer == b"(connection reset)", answer
-    assert seconds < 10
-    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+    # a 400, or the connection closed while the header was still being sent (a refusal too)
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b"(connection closed)", answer
+    assert seconds < 25  # refused as it arrives, well before the client's 30 s would run out
+    assert httpx.get(f"{server.url}/health", timeout=TIMEOUT).status_code == 200
     assert_still_serving(server, classifier)
 
 

@@ -13,23 +13,10 @@ import httpx
 import pytest
 
 import helpers
+from servebench import paths, servers
+from tests.support import assert_gone, processes_in_group
 
-ROOT = helpers.ROOT
-
-
-def processes_in_group(pgid: int) -> list[str]:
-    """Live members of a process group, as `ps` sees them (independent of helpers)."""
-    out = subprocess.run(
-        ["ps", "-ww", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True
-    )
-    rows = [line.split(None, 3) for line in out.stdout.splitlines()]
-    return [r[3] for r in rows if int(r[1]) == pgid and not r[2].startswith("Z")]
-
-
-def assert_gone(server, pgid: int) -> None:
-    assert processes_in_group(pgid) == []
-    assert not helpers.port_in_use(server.port)
-    assert not server.running
+ROOT = paths.ROOT
 
 
 def test_start_and_stop_many_times():
@@ -87,12 +74,12 @@ def test_starting_the_same_server_again_replaces_the_old_one():
 
 def test_a_port_in_use_is_a_clear_error():
     with helpers.start_server("null", quiet=True) as server:
-        with pytest.raises(helpers.ServerError, match="in use"):
+        with pytest.raises(servers.ServerError, match="in use"):
             helpers.start_server("null", port=server.port, replace=False)
 
 
 def test_a_server_that_dies_at_start_shows_its_log():
-    with pytest.raises(helpers.ServerError, match="exited with code") as error:
+    with pytest.raises(servers.ServerError, match="exited with code") as error:
         helpers.start_server("fastapi", quiet=True, replace=False, weights="/no/such/directory")
     assert "does not exist" in str(error.value)
 
@@ -103,7 +90,7 @@ def test_a_server_that_ignores_sigint_is_killed(monkeypatch):
     pgid = server.process.pid
     start = time.perf_counter()
     server.stop(grace=1.0)
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 9  # killed after its 1 s grace, not the default 10 s
     assert_gone(server, pgid)
 
 
@@ -115,6 +102,7 @@ SCRIPT = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_servers_die_with_their_parent(how):
     """A kernel killed outright (watchdog) or terminated (SIGTERM handler) leaves nothing."""
@@ -147,7 +135,7 @@ def test_importing_helpers_starts_and_registers_nothing():
         import atexit, signal
         ours = []
         register = atexit.register
-        atexit.register = lambda f: ours.append(f.__module__ == "helpers") or register(f)
+        atexit.register = lambda f: ours.append(f.__module__ == "servebench.servers") or register(f)
         import helpers
         print(sum(ours), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, end=" ")
         helpers.start_server("null", quiet=True).stop()
@@ -174,6 +162,15 @@ def litserve_workers(server) -> list[int]:
     return [int(r[0]) for r in rows if int(r[1]) == server.process.pid and "spawn_main" in r[2]]
 
 
+async def first_status_other_than_200(client, url: str, timeout: float = 30.0) -> int:
+    """GET `url` until it answers something other than 200 (or `timeout` passes)."""
+    deadline = time.monotonic() + timeout
+    while (status := (await client.get(url)).status_code) == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return status
+
+
+@pytest.mark.slow
 def test_a_killed_litserve_worker_is_replaced_and_health_tells_the_truth():
     body = helpers.request_body()
     with helpers.start_server(
@@ -190,10 +187,9 @@ def test_a_killed_litserve_worker_is_replaced_and_health_tells_the_truth():
                     )
                     for _ in range(12)
                 ]
-                await asyncio.sleep(0.3)
+                await servers.wait_until_computing(worker)  # a batch is in the worker
                 os.kill(worker, signal.SIGKILL)
-                await asyncio.sleep(0.3)
-                health = (await client.get(f"{server.url}/health")).status_code
+                health = await first_status_other_than_200(client, f"{server.url}/health")
                 return await asyncio.gather(*burst), health
 
         rows, health_after_kill = asyncio.run(kill_during_a_burst())
@@ -202,7 +198,8 @@ def test_a_killed_litserve_worker_is_replaced_and_health_tells_the_truth():
         assert statuses <= {200, 503}, statuses
         assert 503 in statuses  # the requests the dead worker held are answered, not left hanging
         orphaned = [row for row in rows if row["status"] == 503]
-        assert all("retry" in row["error"] and row["latency_s"] < 5 for row in orphaned)
+        # answered when the worker died, not after LitServe's 120 s queue timeout
+        assert all("retry" in row["error"] and row["latency_s"] < 60 for row in orphaned)
         deadline = time.monotonic() + 60
         while httpx.get(f"{server.url}/health").status_code != 200:
             assert time.monotonic() < deadline, "no new worker"
@@ -224,18 +221,18 @@ def test_connections_over_the_limit_get_a_503():
     """uvicorn counts open connections: past the limit, newcomers get 503 at once."""
     body = helpers.request_body({"image_bytes": "00"})
     with helpers.start_server(
-        "null", quiet=True, replace=False, delay=1.0, max_connections=3
+        "null", quiet=True, replace=False, delay=6.0, max_connections=3
     ) as server:
         url = f"{server.url}/predict"
 
         async def two_then_four():
             first = asyncio.create_task(helpers.burst(url, 2, body))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(2.0)  # both connected (each is held 6 s), even on a busy machine
             second = await helpers.burst(url, 4, body)  # while the first two are in flight
             return await first, second
 
         admitted, refused = asyncio.run(two_then_four())
         assert [row["status"] for row in admitted] == [200, 200]
         assert [row["status"] for row in refused] == [503] * 4
-        assert all(row["latency_s"] < 0.9 for row in refused)  # not queued behind the others
+        assert all(row["latency_s"] < 3 for row in refused)  # not queued behind the 6 s ones
         assert httpx.get(f"{server.url}/health").status_code == 200

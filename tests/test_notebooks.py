@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-import helpers
+from servebench import paths
 
-NOTEBOOKS = sorted((helpers.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((paths.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Ways a cell could write a file; allowed only when the line names results/.
 WRITES = re.compile(
     r"open\([^)]*['\"][wa]b?['\"]|\.to_(csv|parquet|json)\(|savefig\(|write_(text|bytes)\("
@@ -54,7 +54,7 @@ def test_committed_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_published_executed_copy_is_of_this_notebook(path):
     """docs/executed/ holds a full run of exactly this code, its machine named on top."""
-    published = helpers.ROOT / "docs" / "executed" / path.name
+    published = paths.ROOT / "docs" / "executed" / path.name
     assert published.exists(), f"no executed copy of {path.name}: run `make docs`"
     header, *rest = cells(published)
     assert "Executed copy" in "".join(header["source"]) and "CPU cores" in "".join(header["source"])
@@ -82,3 +82,20 @@ def test_every_server_started_is_stopped(path):
     started = re.findall(r"^(\w+) = helpers\.start_server\(", source, re.M)
     for name in set(started):
         assert f"{name}.stop()" in source, name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_are_short_and_print_at_most_a_short_verdict(path):
+    """Longer code lives in the package; prose lives in markdown."""
+    for cell in cells(path):
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code":
+            assert len(source.splitlines()) <= 15, source
+            assert source.count("print(") <= 2, source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_summary_and_exercises_are_apart(path):
+    *_, summary, exercises = cells(path)
+    assert "## Summary" in "".join(summary["source"]), path.name
+    assert "## Summary" not in "".join(exercises["source"]), path.name

@@ -3,7 +3,7 @@
 import re
 import tomllib
 
-import helpers
+from servebench import paths
 
 
 def names(requirements: list[str]) -> set[str]:
@@ -11,9 +11,9 @@ def names(requirements: list[str]) -> set[str]:
 
 
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
-    project = tomllib.loads((helpers.ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["test"]
-    text = (helpers.ROOT / "environment.yml").read_text().split("- pip:")[1]
+    text = (paths.ROOT / "environment.yml").read_text().split("- pip:")[1]
     pip_section = re.findall(r"^\s+- ([A-Za-z][\w.-]*(?:\[[\w,-]+\])?[<>=!~][^\s#]*)", text, re.M)
     assert sorted(pip_section) == sorted(wanted)
     assert names(pip_section) == names(wanted)

@@ -6,24 +6,20 @@ import json
 
 import httpx
 import pytest
+from PIL import Image
 
 import helpers
 from demo_servers.limits import MAX_BODY_BYTES
 from demo_servers.preprocessing import decode_image
+from servebench import load
 from tests import images
-
-TIMEOUT = httpx.Timeout(120.0)
-
-
-def post_image(server, data: bytes) -> httpx.Response:
-    return httpx.post(f"{server.url}/predict", json={"image_bytes": data.hex()}, timeout=TIMEOUT)
-
-
-def assert_still_serving(server, classifier) -> None:
-    response = post_image(server, images.good_images()["jpeg_rgb"])
-    assert response.status_code == 200, response.text
-    expected = classifier.predict([decode_image(images.good_images()["jpeg_rgb"])])[0]
-    assert response.json()["score"] == pytest.approx(expected["score"], abs=1e-4)
+from tests.support import (
+    TIMEOUT,
+    assert_a_bad_request_does_not_fail_its_batch,
+    assert_still_serving,
+    burst,
+    post_image,
+)
 
 
 def test_health_and_info(server):
@@ -44,12 +40,6 @@ def test_same_answer_as_the_model_in_process(server, classifier, name):
     assert answer["predicted_label"] == expected["predicted_label"]
     assert answer["predicted_class"] == expected["predicted_class"]
     assert answer["score"] == pytest.approx(expected["score"], abs=1e-4)
-
-
-async def burst(url: str, bodies: list[dict]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(bodies))
-    async with httpx.AsyncClient(timeout=TIMEOUT, limits=limits) as client:
-        return await asyncio.gather(*(client.post(f"{url}/predict", json=b) for b in bodies))
 
 
 def test_litserve_batches_keep_each_answer_with_its_request(litserve_server, classifier):
@@ -147,20 +137,6 @@ def test_body_over_the_limit_is_refused_with_413(server, classifier):
     assert_still_serving(server, classifier)
 
 
-def assert_a_bad_request_does_not_fail_its_batch(server, classifier) -> None:
-    """A truncated upload in the middle of a burst of 8: refused alone, its neighbours
-    answered as the model in-process answers them (any server that batches)."""
-    good = images.distinct_images(7)
-    bodies = [{"image_bytes": d.hex()} for d in good]
-    bodies.insert(3, {"image_bytes": images.truncated_jpeg().hex()})
-    responses = asyncio.run(burst(server.url, bodies))
-    codes = [r.status_code for r in responses]
-    assert codes == [200, 200, 200, 422, 200, 200, 200, 200]
-    scores = [r.json()["score"] for i, r in enumerate(responses) if i != 3]
-    expected = [classifier.predict([decode_image(d)])[0]["score"] for d in good]
-    assert scores == pytest.approx(expected, abs=1e-4)
-
-
 def test_a_bad_request_does_not_fail_its_litserve_batch(litserve_server, classifier):
     assert_a_bad_request_does_not_fail_its_batch(litserve_server, classifier)
 
@@ -226,7 +202,7 @@ def test_a_sideways_phone_photo_is_classified_upright(server, classifier):
     response = post_image(server, data)
     assert response.status_code == 200
     expected = classifier.predict([upright])[0]["score"]
-    sideways = classifier.predict([upright.transpose(helpers.Image.Transpose.ROTATE_90)])[0]
+    sideways = classifier.predict([upright.transpose(Image.Transpose.ROTATE_90)])[0]
     assert abs(expected - sideways["score"]) > 1e-3  # the check means something
     assert response.json()["score"] == pytest.approx(expected, abs=2e-3)  # JPEG re-encoding
 
@@ -236,7 +212,7 @@ def test_server_timing_reports_every_stage(server):
     rows = asyncio.run(helpers.burst(f"{server.url}/predict", 4, helpers.request_body()))
     for row in rows:
         assert row["status"] == 200
-        stages = [row[column] for column in helpers.STAGE_COLUMNS if row[column] is not None]
+        stages = [row[column] for column in load.STAGE_COLUMNS if row[column] is not None]
         assert all(ms >= 0 for ms in stages)
         assert row["forward_ms"] > 0 and row["decode_ms"] > 0 and row["batch_size"] >= 1
         assert sum(stages) <= row["server_ms"] + 0.01  # the header rounds to 0.001 ms

@@ -8,22 +8,10 @@ import pandas as pd
 import pytest
 
 import helpers
+from servebench import load, notebook, paths, runs, stats
 
 matplotlib.use("Agg")
 BODY = helpers.request_body({"image_bytes": "00"})
-
-
-@pytest.fixture(scope="module")
-def null_server():
-    with helpers.start_server("null", quiet=True, replace=False) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def serial_server():
-    """Serves one request at a time, 50 ms each (like a blocking endpoint)."""
-    with helpers.start_server("null", quiet=True, replace=False, block=0.05) as server:
-        yield server
 
 
 def url(server):
@@ -49,7 +37,7 @@ def test_closed_loop_keeps_concurrency_and_stops_at_the_count(serial_server):
     assert len(rows) == 20
     check_timing(rows)
     # one at a time, 50 ms each: 20 requests take about 1 s however many users wait
-    assert 0.95 <= max(r["end_s"] for r in rows) < 3.0
+    assert 0.95 <= max(r["end_s"] for r in rows) < 10  # upper bound: room for a busy machine
 
 
 def test_closed_loop_for_a_duration(null_server):
@@ -62,7 +50,9 @@ def test_open_loop_follows_the_schedule(null_server):
         helpers.open_loop(url(null_server), 50, BODY, requests=25, arrivals="constant")
     )
     assert sorted(r["scheduled_s"] for r in rows) == pytest.approx([i / 50 for i in range(25)])
-    assert max(r["send_lag_s"] for r in rows) < 0.05
+    # sent on time: a lag well under the 20 ms between requests on an idle machine, and
+    # under half a second on a busy one (a client waiting for answers would lag far more)
+    assert max(r["send_lag_s"] for r in rows) < 0.5
     check_timing(rows)
 
 
@@ -75,13 +65,13 @@ def test_open_loop_charges_a_stall_to_every_request_behind_it():
     # the 5th request froze the server for 1 s; the ~20 due meanwhile all waited for it
     assert max(r["latency_s"] for r in rows) > 0.9
     assert sum(r["latency_s"] > 0.3 for r in rows) >= 10
-    assert max(r["send_lag_s"] for r in rows) < 0.05  # the client itself kept the schedule
+    assert max(r["send_lag_s"] for r in rows) < 0.5  # the client kept sending through the stall
 
 
 def test_arrival_times():
-    assert helpers.arrival_times(4, 3, "constant") == [0, 0.25, 0.5]
-    poisson = helpers.arrival_times(100, 5000, "poisson", seed=1)
-    assert poisson == helpers.arrival_times(100, 5000, "poisson", seed=1)
+    assert load.arrival_times(4, 3, "constant") == [0, 0.25, 0.5]
+    poisson = load.arrival_times(100, 5000, "poisson", seed=1)
+    assert poisson == load.arrival_times(100, 5000, "poisson", seed=1)
     assert poisson[-1] / 5000 == pytest.approx(1 / 100, rel=0.05)
 
 
@@ -94,10 +84,11 @@ def test_errors_are_rows_not_exceptions():
     assert all(r["status"] is None and "Timeout" in r["error"] for r in timed_out)
 
 
-def test_measure_saves_each_run_and_loads_back(null_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(helpers, "RESULTS_DIR", tmp_path)
+def test_measure_saves_each_run_and_loads_back(null_server, tmp_path, patch):
+    patch(paths, "RESULTS_DIR", tmp_path)
     frame = asyncio.run(helpers.measure(null_server, "burst", 10, body=BODY, repeats=2))
     assert len(frame) == 20 and frame["run_id"].nunique() == 2
+    assert len(list((tmp_path / "runs").glob("*.csv"))) == 2  # the patch took effect
     loaded = helpers.load_results()
     assert len(loaded) == 20 and set(loaded["server"]) == {"null"}
     for column in ("cpu", "cpu_cores", "gpus", "torch_version", "litserve_version", "date"):
@@ -110,11 +101,11 @@ def test_measure_saves_each_run_and_loads_back(null_server, tmp_path, monkeypatc
 
 
 def test_sync_wrapper_works_inside_and_outside_an_event_loop(null_server):
-    rows = helpers.run_sync(helpers.burst(url(null_server), 3, BODY))
+    rows = notebook.run_sync(helpers.burst(url(null_server), 3, BODY))
     assert len(rows) == 3
 
     async def inside():
-        return helpers.run_sync(helpers.burst(url(null_server), 2, BODY))
+        return notebook.run_sync(helpers.burst(url(null_server), 2, BODY))
 
     assert len(asyncio.run(inside())) == 2
 
@@ -177,7 +168,9 @@ def test_original_tables_sit_beside_the_reference():
     assert runtime.loc[50, "litserve (original)"] == pytest.approx(0.342)
     assert latency.loc[10, "fastapi"] == "500.0 ± 200.0"
     assert latency.loc[10, "fastapi (original)"] == "81.6 ± 71.7"
-    assert helpers.speedup(fake_summary()).tolist() == pytest.approx([2.0, 2.0])
+    table = helpers.speedup_table(fake_summary().assign(repeat=0))
+    assert table.loc[10, "litserve speed-up"] == "2.00 (2.00-2.00)"
+    assert table.loc[10, "verdict"] == "litserve faster"
 
 
 def test_plots_render_without_warnings():
@@ -189,13 +182,53 @@ def test_plots_render_without_warnings():
         warnings.simplefilter("error")
         figures = [
             helpers.plot_runtime(summary),
-            helpers.plot_throughput(summary, ceiling_images_per_s=25.0),
+            helpers.plot_throughput(summary),
             helpers.plot_latency(requests),
             helpers.plot_latency_vs_throughput(summary.assign(mode="open")),
             helpers.plot_grid(summary[summary["server"] == "litserve"]),
         ]
     for figure in figures:
         assert figure.axes and all(ax.get_xlabel() and ax.get_ylabel() for ax in figure.axes[:1])
+
+
+def test_plots_draw_no_ceiling_the_check_refused():
+    summary = fake_summary()  # litserve serves 20 requests/s
+    trusted = helpers.ceiling_check(ceiling({1: 20.0, 8: 25.0}), ceiling({8: 25.0}), summary)
+    drifted = helpers.ceiling_check(ceiling({1: 20.0, 8: 25.0}), ceiling({8: 19.0}), summary)
+    shown = helpers.plot_throughput(summary, check=trusted).axes[0]
+    hidden = helpers.plot_throughput(summary, check=drifted).axes[0]
+    assert len(shown.get_lines()) - len(hidden.get_lines()) == 2  # the two ceiling lines
+    assert "ceiling" in shown.get_title() and "ceiling" not in hidden.get_title()
+    labels = helpers.plot_runtime(summary).axes[0].get_legend_handles_labels()[1]
+    assert "fastapi, published (1 GPU)" in labels and "litserve, published (2 GPUs)" in labels
+
+
+def test_a_grid_leaves_settings_that_fell_behind_out_of_the_colour_scale():
+    grid = fake_summary().query("server == 'litserve'").assign(stable=[True, False])
+    grid["batch_timeout"] = [0.01, 0.05]
+    axes = helpers.plot_grid(grid, latency="p99_ms").axes
+    texts = [t.get_text() for t in axes[0].texts]
+    assert "fell\nbehind" in texts and "20" in texts  # one setting shown, one blanked
+
+
+def test_stage_table_shows_negative_handoffs_per_image_forward_and_a_blocked_loop():
+    summary = pd.DataFrame(
+        {
+            "server": ["baseline", "batching"],
+            "read_ms": [40.0, 0.5],
+            "forward_ms": [30.0, 80.0],
+            "handoffs_ms": [-0.4, 2.0],
+            "outside_ms": [1.0, 1.0],
+            "server_ms": [70.0, 83.0],
+            "mean_batch_size": [1.0, 8.0],
+        }
+    )
+    table = helpers.stage_table(summary, blocked_loop=("baseline",))
+    assert table.loc["baseline", "handoffs_ms"] == -0.4  # shown as measured, not clipped
+    assert table.loc["batching", "forward_per_image_ms"] == 10.0
+    assert table.loc["baseline", "waiting_on_blocked_loop_ms"] == 40.0
+    assert pd.isna(table.loc["baseline", "read_ms"]) and table.loc["batching", "read_ms"] == 0.5
+    assert "waiting_on_blocked_loop_ms" not in helpers.stage_table(summary).columns
 
 
 def test_client_ceiling_reports_rate_and_cpu_cost():
@@ -226,6 +259,22 @@ def test_max_sustained_rate_needs_budget_no_errors_and_keeping_up():
     assert helpers.max_sustained_rate(summary, p99_budget_ms=200).to_dict() == {"a": 5, "b": 5}
 
 
+def test_a_sustained_rate_holds_at_every_lower_rate_too():
+    summary = pd.DataFrame(
+        {
+            "server": ["a", "a", "a", "b", "b"],
+            "mode": "open",
+            "level": [5, 10, 20, 5, 10],
+            "offered_rps": [5.0, 10.0, 20.0, 5.0, 10.0],
+            "throughput_rps": [5.0, 10.0, 20.0, 5.0, 10.0],
+            "errors": 0,
+            "p99_ms": [100.0, 400.0, 150.0, 400.0, 100.0],  # a fails at 10, passes at 20
+        }
+    )
+    rates = helpers.max_sustained_rate(summary, p99_budget_ms=200)
+    assert rates["a"] == 5 and pd.isna(rates["b"])  # b failed its lowest rate
+
+
 def test_offered_rate_comes_from_the_schedule():
     run = FIXED.assign(mode="open", scheduled_s=[0.0, 0.25, 0.5, 0.75, 1.0])
     assert helpers.summarize(run).iloc[0]["offered_rps"] == pytest.approx(5.0)
@@ -239,36 +288,66 @@ def test_stability_rule():
     assert helpers.is_stable([10.0, 10.9], tolerance=0.05)
 
 
-def test_sweep_alternates_the_order_and_runs_one_server_at_a_time():
-    a = helpers.start_server("null", quiet=True, replace=False)
-    b = helpers.start_server("null", quiet=True, replace=False, delay=0.01)
+def sweep_spied(patch, servers, restarts=False):
+    """Run a small sweep over `servers`, recording for every run: the server's delay option,
+    the level, its pid, and which servers were up."""
     seen = []
-    original = helpers.run_once
+    original = runs.run_once
 
     async def spy(server, mode, level, **options):
-        seen.append((server.options.get("delay", 0), level, a.running, b.running))
+        up = tuple(s.running for s in servers)
+        seen.append((server.options.get("delay", 0), level, server.process.pid, up))
         return await original(server, mode, level, **options)
 
+    patch(runs, "run_once", spy)
     try:
-        helpers.run_once = spy
         rows = asyncio.run(
-            helpers.sweep([a, b], "burst", [2, 4], body=BODY, repeats=2, max_repeats=2, warmup=1)
-        )
+            helpers.sweep(
+                servers, "burst", [2, 4], body=BODY, repeats=2, max_repeats=2, warmup=1,
+                restarts=restarts,
+            )
+        )  # fmt: skip
     finally:
-        helpers.run_once = original
-        a.stop()
-        b.stop()
+        for server in servers:
+            server.stop()
+    return rows, seen
+
+
+def test_sweep_alternates_the_order_and_runs_one_server_at_a_time(patch):
+    a = helpers.start_server("null", quiet=True, replace=False)
+    b = helpers.start_server("null", quiet=True, replace=False, delay=0.01)
+    rows, seen = sweep_spied(patch, [a, b])
     order = [(delay, level) for delay, level, *_ in seen]
     assert order == [(0, 2), (0, 4), (0.01, 2), (0.01, 4), (0.01, 2), (0.01, 4), (0, 2), (0, 4)]
-    assert all(a_up != b_up for *_, a_up, b_up in seen)  # exactly one server up per run
+    assert all(sum(up) == 1 for *_, up in seen)  # exactly one server up per run
     assert sorted(rows["repeat"].unique()) == [0, 1] and len(rows) == 8 * 3  # 2 or 4 each
+    b_pids = {pid for delay, _, pid, _ in seen if delay}
+    assert len(b_pids) == 1  # b measured last in round 1 and first in round 2: not restarted
 
 
-def test_measure_repeats_until_the_point_is_stable(null_server, monkeypatch):
+def test_sweep_with_restarts_measures_each_turn_on_a_fresh_server(patch):
+    a = helpers.start_server("null", quiet=True, replace=False)
+    b = helpers.start_server("null", quiet=True, replace=False, delay=0.01)
+    _, seen = sweep_spied(patch, [a, b], restarts=True)
+    for delay in (0, 0.01):
+        pids = [pid for d, _, pid, _ in seen if d == delay]
+        assert len(set(pids)) == 2 and pids[0] == pids[1]  # a new process each round only
+
+
+def test_a_patch_of_a_re_exported_name_fails_loudly(patch):
+    with pytest.raises(pytest.fail.Exception, match="defined elsewhere"):
+        patch(helpers, "summarize", None)
+    with pytest.raises(pytest.fail.Exception, match="defined elsewhere"):
+        patch(runs, "request_body", None)  # defined in servebench.bodies
+
+
+def test_measure_repeats_until_the_point_is_stable(null_server, patch, monkeypatch):
+    answers = iter([])
+    patch(stats, "stability", lambda requests, tolerance: pd.DataFrame({"stable": [next(answers)]}))
+
     def run(verdicts):
+        nonlocal answers
         answers = iter(verdicts)
-        fake = lambda requests, tolerance: pd.DataFrame({"stable": [next(answers)]})  # noqa: E731
-        monkeypatch.setattr(helpers, "stability", fake)
         return asyncio.run(
             helpers.measure(null_server, "burst", 2, body=BODY, repeats=3, max_repeats=5, warmup=0)
         )
@@ -277,7 +356,7 @@ def test_measure_repeats_until_the_point_is_stable(null_server, monkeypatch):
     assert run([False, False, False])["repeat"].max() == 4  # never stable: stops at the cap
     monkeypatch.undo()
     frame = asyncio.run(helpers.measure(null_server, "burst", 2, body=BODY, repeats=2))
-    real = helpers.stability(frame)
+    real = stats.stability(frame)
     assert set(real.columns) >= {"server", "level", "runs", "stable"} and real["runs"].iloc[0] == 2
 
 
@@ -300,6 +379,10 @@ def test_ceiling_check_says_when_the_comparison_cannot_be_trusted():
     assert table.loc[10, "fastapi / batch 1"] == "49%"
     drifted = helpers.ceiling_check(ceiling({1: 20.0, 8: 25.0}), ceiling({8: 21.0}), summary)
     assert not drifted.trustworthy and "differ by 16%" in str(drifted)
+    assert "fell from 25.0 to 21.0" in str(drifted)  # what was observed, not a guess why
+    assert "browser" not in str(drifted)
+    rose = helpers.ceiling_check(ceiling({8: 21.0}), ceiling({8: 25.0}), summary)
+    assert "rose from 21.0 to 25.0" in str(rose)
     exceeded = helpers.ceiling_check(ceiling({1: 15.0}), ceiling({1: 15.5}), summary)
     assert exceeded.exceeded and "NOT TRUSTWORTHY" in str(exceeded)
     shown = helpers.ceiling_fractions(summary, exceeded)
@@ -339,10 +422,10 @@ def test_request_bodies_for_every_wire_format():
 
 def test_server_timing_header_becomes_columns():
     header = 'read;dur=0.2, forward;dur=181.5;desc="batch of 8", encode;dur=0.1, total;dur=190'
-    row = helpers.server_timings(header)
+    row = load.server_timings(header)
     assert row["read_ms"] == 0.2 and row["forward_ms"] == 181.5 and row["batch_size"] == 8
     assert row["server_ms"] == 190 and row["queue_ms"] is None
-    assert helpers.server_timings(None)["server_ms"] is None
+    assert load.server_timings(None)["server_ms"] is None
 
 
 def test_probe_times_a_url_while_something_else_runs(serial_server):
@@ -384,13 +467,13 @@ def test_rounded_tables_keep_counts_as_integers():
     assert table["p99_ms"].iloc[0] == 397.0 and table["total_runtime_s"].iloc[0] == 0.5
 
 
-def test_first_answers_and_latency_budget():
+def test_first_answers():
     requests = FIXED.assign(mode="burst", server="s")
     table = helpers.first_answers(requests)
     assert table.loc[("s", 4)].tolist() == [100.0, 250.0, 400.0]
-    assert helpers.latency_budget_ms(ceiling({1: 20.0, 8: 40.0})) == pytest.approx(500)
 
 
+@pytest.mark.slow
 def test_model_ceiling_in_several_processes_adds_up():
     one = helpers.model_ceiling(batch_sizes=(1,), repeats=2, workers=2, threads=1)
     assert list(one["workers"].unique()) == [2] and list(one["torch_threads"].unique()) == [1]

@@ -1,6 +1,6 @@
 """How long the tweak loop takes: restarting LitServe with new batch settings until it is ready.
 
-    python benchmarks/restart_time.py [--rounds 5] [--baseline REV]
+    python -m servebench.restart_time [--rounds 5] [--baseline REV]
 
 Measures, side by side in one run on this machine, the servers of this checkout and
 those of an earlier revision (default: 2de0d59, before the HTTP process stopped
@@ -21,16 +21,17 @@ from pathlib import Path
 
 import pandas as pd
 
-import helpers
-
-OPTIONS = {"max_batch_size": 8, "batch_timeout": 0.05}
+from demo_servers.batching import ORIGINAL_BATCHING
+from servebench import paths
+from servebench.results import cpu_model, environment
+from servebench.servers import Server, start_server
 
 
 def checkout(revision: str) -> Path:
     """The demo_servers package of `revision`, unpacked into a temporary directory."""
     folder = Path(tempfile.mkdtemp(prefix=f"servers-{revision}-"))
     archive = subprocess.run(
-        ["git", "archive", revision, "demo_servers"], cwd=helpers.ROOT, capture_output=True
+        ["git", "archive", revision, "demo_servers"], cwd=paths.ROOT, capture_output=True
     )
     subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
     return folder
@@ -52,7 +53,7 @@ def seconds(statement: str, pythonpath: str) -> float:
     return statistics.median(runs)
 
 
-def timed_restarts(server: helpers.Server, pythonpath: str) -> dict:
+def timed_restarts(server: Server, pythonpath: str) -> dict:
     """One restart of `server` with the code on `pythonpath`: stop, start, total (s)."""
     os.environ["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
@@ -69,11 +70,11 @@ def main() -> None:
     parser.add_argument("--baseline", default="2de0d59")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    trees = {f"before ({args.baseline})": str(checkout(args.baseline)), "now": str(helpers.ROOT)}
+    trees = {f"before ({args.baseline})": str(checkout(args.baseline)), "now": str(paths.ROOT)}
     servers = {}
     for label, tree in trees.items():
         os.environ["PYTHONPATH"] = tree
-        servers[label] = helpers.start_server("litserve", quiet=True, replace=False, **OPTIONS)
+        servers[label] = start_server("litserve", quiet=True, replace=False, **ORIGINAL_BATCHING)
     rows = []
     try:
         for round_ in range(args.rounds):
@@ -86,18 +87,18 @@ def main() -> None:
         for server in servers.values():
             server.stop()
     frame = pd.DataFrame(rows)
-    folder = helpers.RESULTS_DIR / "benchmarks"
+    folder = paths.RESULTS_DIR / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
-    frame.assign(**helpers.environment()).to_csv(folder / "restart_time.csv", index=False)
+    frame.assign(**environment()).to_csv(folder / "restart_time.csv", index=False)
     table = frame.groupby("code", sort=False)[["stop_s", "start_s", "restart_s"]].median()
-    print(f"\nMedian of {args.rounds} restarts each, {helpers.cpu_model()}:\n{table.round(2)}")
+    print(f"\nMedian of {args.rounds} restarts each, {cpu_model()}:\n{table.round(2)}")
     before, now = table["restart_s"].iloc[0], table["restart_s"].iloc[1]
     print(f"restart-to-ready now / before: {now / before:.2f}")
     print("\nWhere start-up goes (fresh interpreter, median of 3):")
     for label, tree in trees.items():
         main_side = seconds("import demo_servers.litserve_server", tree)
         print(f"  {label:22} main and HTTP processes import the server module: {main_side:.2f} s")
-    now = str(helpers.ROOT)
+    now = str(paths.ROOT)
     worker = seconds("import demo_servers.model", now)
     print(f"  a worker imports the model stack (torch, transformers): {worker:.2f} s")
     build = "from demo_servers.model import load_classifier; load_classifier('random', 'cpu')"

@@ -10,20 +10,23 @@ import textwrap
 import time
 
 import httpx
-import pandas as pd
 import pytest
 
 import helpers
 from demo_servers.preprocessing import decode_image
+from servebench import load
 from tests import images
-from tests.conftest import BODY_TIMEOUT_S
-from tests.test_lifecycle import assert_gone, processes_in_group
-from tests.test_servers import (
+from tests.support import (
+    BODY_TIMEOUT_S,
     TIMEOUT,
     assert_a_bad_request_does_not_fail_its_batch,
+    assert_gone,
     burst,
     post_image,
+    processes_in_group,
 )
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a Ray cluster takes half a minute
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def test_ray_batches_and_keeps_each_answer_with_its_request(ray_server, classifi
     expected = [classifier.predict([decode_image(d)])[0]["score"] for d in datas]
     responses = asyncio.run(burst(ray_server.url, [{"image_bytes": d.hex()} for d in datas]))
     assert [r.json()["score"] for r in responses] == pytest.approx(expected, abs=1e-4)
-    sizes = [helpers.server_timings(r.headers["server-timing"])["batch_size"] for r in responses]
+    sizes = [load.server_timings(r.headers["server-timing"])["batch_size"] for r in responses]
     assert max(sizes) > 1
 
 
@@ -199,32 +202,3 @@ def test_an_interrupted_ray_start_leaves_nothing():
     while processes_in_group(leader) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert processes_in_group(leader) == []
-
-
-def test_locust_rows_parse_into_the_toolkit(null_server_for_locust):
-    body = helpers.request_body(wire="raw")
-    rows, cpu_s = helpers.run_locust(null_server_for_locust.url, 4, body, 2)
-    assert rows and cpu_s > 0
-    frame = pd.DataFrame(rows)
-    assert set(frame.columns) >= {"scheduled_s", "start_s", "end_s", "latency_s", "status"}
-    assert (frame["status"] == 200).all() and (frame["latency_s"] > 0).all()
-    measured = asyncio.run(
-        helpers.measure(null_server_for_locust, "locust", 4, body=body, duration_s=2, warmup=0)
-    )
-    summary = helpers.summarize(measured).iloc[0]
-    assert summary["mode"] == "locust" and summary["level"] == 4 and summary["wire"] == "raw"
-    assert summary["requests"] > 10 and summary["errors"] == 0 and summary["throughput_rps"] > 5
-
-
-def test_locust_records_server_timing_and_failures(litserve_server):
-    rows, _ = helpers.run_locust(litserve_server.url, 2, helpers.request_body(), 3)
-    assert all(row["forward_ms"] > 0 and row["server_ms"] > 0 for row in rows)
-    bad = helpers.request_body({"image_bytes": "zz"})
-    rows, _ = helpers.run_locust(litserve_server.url, 2, bad, 1)
-    assert {row["status"] for row in rows} == {422} and all("HTTP 422" in r["error"] for r in rows)
-
-
-@pytest.fixture(scope="module")
-def null_server_for_locust():
-    with helpers.start_server("null", quiet=True, replace=False) as server:
-        yield server

@@ -1,0 +1,8 @@
+"""The benchmark toolkit behind `helpers`, one concern per module, in import order:
+
+paths, profiles, notebook (display, run_sync) -> bodies (wire formats) -> servers
+(processes) -> load (asyncio load modes) -> stats -> results (on disk) -> locust_runner
+-> runs (repeated runs and sweeps) -> published (the original's figures) -> ceilings ->
+verdicts (what a comparison may conclude) -> plots. A module imports only modules
+before it. Notebooks import `helpers`, which re-exports what they use.
+"""

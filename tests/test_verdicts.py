@@ -1,0 +1,88 @@
+"""What a comparison may conclude: ranges that overlap are inconclusive, targets are judged
+on the whole range, bounds and failed checks are said, "within" is two-sided."""
+
+import pandas as pd
+import pytest
+
+from servebench import verdicts
+from servebench.verdicts import Range, Target
+
+
+def test_a_range_is_the_median_and_the_extremes():
+    assert Range.of([3.0, 1.0, 2.0]) == Range(2.0, 1.0, 3.0)
+    assert str(Range.of([25.1, 28.4, 28.1])) == "28.10 (25.10-28.40)"
+    with pytest.raises(ValueError, match="at least one reading"):
+        Range.of([])
+
+
+def test_a_ratio_of_ranges_spans_every_pairing():
+    ratio = Range.of([23.4, 26.6, 26.7]) / Range.of([25.1, 28.1, 28.4])
+    assert ratio.low == pytest.approx(23.4 / 28.4) and ratio.high == pytest.approx(26.7 / 25.1)
+
+
+def test_overlapping_runs_are_inconclusive():
+    off_loop, baseline = Range.of([23.4, 26.6, 26.7]), Range.of([25.1, 28.1, 28.4])
+    assert verdicts.compare(off_loop, baseline) == "inconclusive"
+    assert verdicts.compare(Range.of([30, 31]), baseline) == "a"
+    assert verdicts.compare(Range.of([30, 31]), baseline, higher_is_better=False) == "b"
+
+
+def test_at_least_targets_are_met_missed_or_inconclusive():
+    assert Target("x", Range(1.7, 1.6, 1.8), at_least=1.5).verdict == "MET"
+    assert Target("x", Range(1.2, 1.1, 1.3), at_least=1.5).verdict == "MISSED"
+    off_loop = Range.of([23.4, 26.6, 26.7]) / Range.of([25.1, 28.1, 28.4])
+    target = Target("not slower than the baseline", off_loop, at_least=0.95)
+    assert target.verdict == "INCONCLUSIVE" and "straddles" in str(target)
+
+
+def test_a_target_beyond_the_runs_own_bound_is_unreachable():
+    target = Target("0.9x the ceiling", Range(0.76, 0.74, 0.78), at_least=0.9, bound=0.86)
+    assert target.verdict == "UNREACHABLE" and "bound is 0.86" in str(target)
+    unjudged = Target("x", Range(0.76, 0.74, 0.78), at_least=0.9, unjudged="ceiling drifted")
+    assert unjudged.verdict == "UNJUDGED" and "ceiling drifted" in str(unjudged)
+
+
+def test_within_is_two_sided():
+    assert Target("x", Range(1.05, 1.0, 1.1), within=0.15).verdict == "MET"
+    assert Target("x", Range(3.0, 2.9, 3.1), within=0.15).verdict == "MISSED"  # far above
+    assert Target("x", Range(0.5, 0.4, 0.6), within=0.15).verdict == "MISSED"
+    assert Target("x", Range(1.14, 1.1, 1.2), within=0.15).verdict == "INCONCLUSIVE"
+    with pytest.raises(ValueError, match="exactly one"):
+        Target("x", Range(1, 1, 1))
+
+
+def test_ranking_names_every_setting_the_run_cannot_tell_from_the_best():
+    grid = pd.DataFrame(
+        {
+            "max_batch_size": [8, 4, 16],
+            "median": [23.9, 20.5, 10.0],
+            "min": [21.0, 19.0, 9.0],
+            "max": [25.0, 21.5, 11.0],
+        }
+    )
+    best, ties = verdicts.ranking(grid, ["max_batch_size"])
+    assert best["max_batch_size"] == 8 and ties == [4]
+    best, ties = verdicts.ranking(grid.iloc[[0, 2]], ["max_batch_size"])
+    assert ties == []  # a clear winner
+    table = Target.table([Target("a", Range(2, 2, 2), at_least=1)])
+    assert table.loc["a", "verdict"] == "MET"
+
+
+def test_best_of_names_a_winner_a_tie_or_refuses_single_runs():
+    grid = pd.DataFrame(
+        {
+            "max_batch_size": [8, 4, 16],
+            "median": [23.9, 20.5, 10.0],
+            "min": [21.0, 19.0, 9.0],
+            "max": [25.0, 21.5, 11.0],
+            "runs": 3,
+        }
+    )
+    tie = verdicts.best_of(grid, ["max_batch_size"], "most throughput")
+    assert tie.startswith("most throughput: inconclusive between max_batch_size=8") and "[4]" in tie
+    clear = verdicts.best_of(grid.iloc[[0, 2]], ["max_batch_size"], "most throughput")
+    assert "clear of every other setting" in clear
+    lowest = verdicts.best_of(grid.iloc[[0, 2]], ["max_batch_size"], "lowest", False)
+    assert "max_batch_size=16" in lowest
+    once = verdicts.best_of(grid.assign(runs=1), ["max_batch_size"], "most throughput")
+    assert "no ranking" in once
