@@ -249,17 +249,17 @@ def plot_grid(summary: pd.DataFrame, latency: str = "p95_ms"):
         kept = summary.groupby(settings)["stable"].all().unstack()
     else:
         kept = None
-    for ax, (value, title, cmap) in zip(
+    for ax, (value, title, cmap, fmt) in zip(
         axes,
         [
-            ("throughput_rps", "throughput (requests/s)", "viridis"),
-            (latency, f"{latency.removesuffix('_ms')} latency (ms)", "viridis_r"),
+            ("throughput_rps", "throughput (requests/s)", "viridis", ".1f"),
+            (latency, f"{latency.removesuffix('_ms')} latency (ms)", "viridis_r", ".0f"),
         ],
         strict=True,
     ):
         table = summary.pivot_table(value, *settings, aggfunc="median")
         mask = None if kept is None else ~kept.reindex_like(table).fillna(False).astype(bool)
-        sns.heatmap(table, annot=True, fmt=".0f", cmap=cmap, ax=ax, mask=mask)
+        sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, ax=ax, mask=mask)
         if mask is not None:
             for row, col in zip(*mask.to_numpy().nonzero(), strict=True):
                 ax.text(col + 0.5, row + 0.5, "fell\nbehind", ha="center", va="center",

@@ -226,15 +226,18 @@ def percentile_table(summary: pd.DataFrame) -> pd.DataFrame:
 def max_sustained_rate(summary: pd.DataFrame, p99_budget_ms: float) -> pd.Series:
     """Per server, the highest open-loop rate it sustained with every lower rate measured
     sustained too: no errors, throughput within 10% of the rate the schedule offered, p99
-    within the budget. A rate that passes above one that failed is no promise (the failure
-    below it says the server cannot hold that load), so the climb stops at the first
-    failure. NaN if the lowest rate already failed."""
+    within the budget, and (where `summary` has the `stable` column of `keeps_up`) no queue
+    growing through the run. A rate that passes above one that failed is no promise (the
+    failure below it says the server cannot hold that load), so the climb stops at the
+    first failure. NaN if the lowest rate already failed."""
     runs = summary[summary["mode"] == "open"]
     ok = (
         (runs["p99_ms"] <= p99_budget_ms)
         & (runs["errors"] == 0)
         & (runs["throughput_rps"] >= 0.9 * runs["offered_rps"])
     )
+    if "stable" in runs:
+        ok &= runs["stable"].astype(bool)
     passed = ok.groupby([runs["server"], runs["level"]], sort=False).all()  # every repeat
     rates = {}
     for server, levels in passed.groupby(level="server", sort=False):

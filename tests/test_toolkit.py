@@ -208,7 +208,7 @@ def test_a_grid_leaves_settings_that_fell_behind_out_of_the_colour_scale():
     grid["batch_timeout"] = [0.01, 0.05]
     axes = helpers.plot_grid(grid, latency="p99_ms").axes
     texts = [t.get_text() for t in axes[0].texts]
-    assert "fell\nbehind" in texts and "20" in texts  # one setting shown, one blanked
+    assert "fell\nbehind" in texts and "20.0" in texts  # one setting shown, one blanked
 
 
 def test_stage_table_shows_negative_handoffs_per_image_forward_and_a_blocked_loop():
@@ -273,6 +273,8 @@ def test_a_sustained_rate_holds_at_every_lower_rate_too():
     )
     rates = helpers.max_sustained_rate(summary, p99_budget_ms=200)
     assert rates["a"] == 5 and pd.isna(rates["b"])  # b failed its lowest rate
+    growing = summary.assign(p99_ms=100.0, stable=[True, False, True, True, True])
+    assert helpers.max_sustained_rate(growing, p99_budget_ms=200).to_dict() == {"a": 5, "b": 10}
 
 
 def test_offered_rate_comes_from_the_schedule():
