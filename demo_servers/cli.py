@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -14,6 +17,9 @@ import uvicorn
 from demo_servers.limits import BODY_TIMEOUT_S, MAX_CONNECTIONS, uvicorn_options
 
 log = logging.getLogger("demo_servers")
+
+PREPROCESS_CHOICES = ("cpu", "gpu")
+APP_FACTORY = "DEMO_SERVER_APP"  # how `serve` tells uvicorn's worker processes what to build
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
@@ -62,6 +68,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="CPU threads for each model process (default: its share of the physical cores)",
     )
+    parser.add_argument(
+        "--preprocess",
+        default="cpu",
+        choices=PREPROCESS_CHOICES,
+        help="where JPEGs are decoded and resized: cpu (PIL in the HTTP process, the default) "
+        "or gpu (in batches on the model's device, nvJPEG on CUDA; other formats stay on the CPU)",
+    )
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """--workers: HTTP processes, each with its own model (uvicorn's workers)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own model (default 1): one "
+        "process's event loop and PIL work use one core at most",
+    )
 
 
 def configure_logging(level: str = "info") -> None:
@@ -106,8 +130,9 @@ def prepare_process(args: argparse.Namespace) -> None:
     exit_with_parent(args.parent_pid)
 
 
-def run_uvicorn(app, args: argparse.Namespace) -> None:
-    """Serve an ASGI app with the HTTP limits and the options from the command line."""
+def run_uvicorn(app, args: argparse.Namespace, **options) -> None:
+    """Serve an ASGI app (or an import string, with `options` such as workers=N) with the
+    HTTP limits and the options from the command line."""
     uvicorn.run(
         app,
         host=args.host,
@@ -115,4 +140,24 @@ def run_uvicorn(app, args: argparse.Namespace) -> None:
         log_level=args.log_level,
         access_log=args.access_log,
         **uvicorn_options(args.max_connections),
+        **options,
     )
+
+
+def serve(create_app, options: dict, args: argparse.Namespace) -> None:
+    """Serve `create_app(**options)` in `args.workers` processes sharing the port."""
+    if args.workers == 1:
+        return run_uvicorn(create_app(**options), args)
+    # uvicorn starts each worker process from an import string: tell it which app to build
+    module = create_app.__module__
+    if module == "__main__":  # started with python -m demo_servers.<name>
+        module = sys.modules["__main__"].__spec__.name
+    os.environ[APP_FACTORY] = json.dumps({"factory": f"{module}:{create_app.__name__}", **options})
+    run_uvicorn(f"{__name__}:app_from_environment", args, factory=True, workers=args.workers)
+
+
+def app_from_environment():
+    """The app `serve` asked each uvicorn worker process to build ($DEMO_SERVER_APP)."""
+    options = json.loads(os.environ[APP_FACTORY])
+    module, name = options.pop("factory").split(":")
+    return getattr(importlib.import_module(module), name)(**options)

@@ -14,8 +14,9 @@ from fastapi import FastAPI, Request
 from demo_servers.cli import (
     add_common_arguments,
     add_model_arguments,
+    add_workers_argument,
     prepare_process,
-    run_uvicorn,
+    serve,
 )
 from demo_servers.hardware import cpu_threads_per_worker
 from demo_servers.limits import BODY_TIMEOUT_S
@@ -31,14 +32,21 @@ def create_base_app(
     threads: int = 0,
     body_timeout: float = BODY_TIMEOUT_S,
     inference: Executor | None = None,
+    preprocess: str = "cpu",
+    workers: int = 1,
 ) -> FastAPI:
     """A FastAPI app without `/predict`; `server` is what `/info` says about the server.
 
     `inference`: the executor whose thread will run the model, if not the event loop's; the
-    model is loaded in that same thread (`load_for_this_thread`)."""
+    model is loaded in that same thread (`load_for_this_thread`). `preprocess`: "gpu"
+    decodes JPEGs on the model's device. `workers`: how many processes serve this app
+    (each builds its own), which divide the CPU threads among them."""
+    server = {**server, "preprocess": preprocess, "http_processes": workers}
+    threads = threads or cpu_threads_per_worker(workers)
+    max_batch_size = server.get("max_batch_size", 1)
 
     def load():
-        return load_for_this_thread(weights, device, runtime, threads or cpu_threads_per_worker(1))
+        return load_for_this_thread(weights, device, runtime, threads, max_batch_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -47,6 +55,7 @@ def create_base_app(
         else:
             app.state.classifier = await asyncio.get_running_loop().run_in_executor(inference, load)
         app.state.preprocessing = app.state.classifier.preprocessing
+        app.state.device_decoding = preprocess == "gpu"
         yield
 
     def not_ready(request: Request) -> str | None:
@@ -61,10 +70,12 @@ def create_base_app(
 
 
 def main(create_app, description: str, add_arguments=None) -> None:
-    """Parse the command line, then serve `create_app(**options)` with uvicorn."""
+    """Parse the command line, then serve `create_app(**options)` with uvicorn, in
+    `--workers` processes."""
     parser = argparse.ArgumentParser(description=description)
     add_common_arguments(parser, default_port=8000)
     add_model_arguments(parser)
+    add_workers_argument(parser)
     parser.add_argument("--device", help="cuda | cuda:1 | mps | cpu (default: the best there is)")
     if add_arguments:
         add_arguments(parser)
@@ -72,4 +83,4 @@ def main(create_app, description: str, add_arguments=None) -> None:
     prepare_process(args)
     shared = ("host", "port", "access_log", "log_level", "max_connections", "parent_pid")
     options = {k: v for k, v in vars(args).items() if k not in shared}
-    run_uvicorn(create_app(**options), args)
+    serve(create_app, options, args)

@@ -19,8 +19,8 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 
 from demo_servers.fastapi_app import create_base_app, main
-from demo_servers.schema import ImageInput, PredictResponse, read_image
-from demo_servers.timing import timed_forward, timed_response
+from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
+from demo_servers.timing import timed_forward
 
 
 def create_app(**options) -> FastAPI:
@@ -30,10 +30,10 @@ def create_app(**options) -> FastAPI:
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(image: Annotated[ImageInput, Depends(read_image)], request: Request):
-        model = request.app.state.classifier.predict_crops
+        model = request.app.state.classifier.predict_inputs
         loop = asyncio.get_running_loop()
         (answer,) = await loop.run_in_executor(inference, timed_forward, model, [image])
-        return timed_response(answer, image.stages)
+        return respond(answer, image)
 
     return app
 

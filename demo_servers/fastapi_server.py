@@ -17,8 +17,8 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 
 from demo_servers.fastapi_app import create_base_app, main
-from demo_servers.schema import ImageInput, PredictResponse, read_image
-from demo_servers.timing import FORWARD, timed_response
+from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
+from demo_servers.timing import FORWARD
 
 
 def create_app(**options) -> FastAPI:
@@ -31,8 +31,8 @@ def create_app(**options) -> FastAPI:
         # Blocking call in an async endpoint: the event loop stalls for the whole
         # forward pass (see the module docstring). Kept on purpose as the baseline.
         with image.stages.timing(FORWARD):
-            answer = request.app.state.classifier.predict_crops([image.pixels])[0]
-        return timed_response(answer, image.stages)
+            answer = request.app.state.classifier.predict_inputs([image])[0]
+        return respond(answer, image)
 
     return app
 

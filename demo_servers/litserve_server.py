@@ -2,6 +2,7 @@
 
     python -m demo_servers.litserve_server --host 127.0.0.1 --port 8001 \\
         --max-batch-size 8 --batch-timeout 0.05 [--workers-per-device N] \\
+        [--api-servers N] [--preprocess cpu|gpu] [--runtime half] \\
         [--accelerator auto|cpu|cuda|mps] [--devices N] [--timeout S]
 
 LitServe runs the HTTP layer and the model in separate processes. The HTTP process
@@ -13,7 +14,9 @@ the batch to fill, then calls decode_request (per request) -> batch -> predict -
 unbatch -> encode_response (per request); LitServe's own batch and unbatch pass the list
 of inputs and of outputs through, which is all this model needs. With `max_batch_size=1`
 there is no batching and predict sees one request. Nothing in the HTTP process needs
-torch: only the workers import the model, which keeps restarts quick. LitServe 0.2.19's
+torch: only the workers import the model, which keeps restarts quick. With
+`--preprocess gpu` the HTTP process checks a JPEG's header only and queues its bytes;
+the worker decodes and crops the batch on its device (`device_preprocessing.py`). LitServe 0.2.19's
 rough edges are smoothed in `litserve_workarounds.py`, apart from what this file teaches.
 
 Two LitServe rules shape this file. LitServe reads the type annotation of
@@ -40,9 +43,9 @@ from demo_servers.hardware import cpu_threads_per_worker
 from demo_servers.limits import BodyLimits, uvicorn_options
 from demo_servers.litserve_workarounds import ResNetServer
 from demo_servers.preprocessing import Preprocessing
-from demo_servers.schema import ImageInput, read_image
+from demo_servers.schema import ImageInput, read_image, respond
 from demo_servers.supervision import FailOrphanedRequests, WorkerPids
-from demo_servers.timing import ServerTiming, timed_forward, timed_response
+from demo_servers.timing import ServerTiming, timed_forward
 from demo_servers.weights import MODEL_ID, RANDOM, resolve_weights
 
 log = logging.getLogger("demo_servers")
@@ -70,7 +73,9 @@ class ResNetAPI(ls.LitAPI):
         if device == "cpu" and self.threads:
             torch.set_num_threads(self.threads)
         configure_logging()
-        self.classifier = load_classifier(self.weights, device, self.runtime)
+        self.classifier = load_classifier(
+            self.weights, device, self.runtime, max_batch_size=self.max_batch_size
+        )
         log.info("worker ready on %s with %d torch threads", device, torch.get_num_threads())
         if self.worker_pids:
             self.worker_pids.register()
@@ -85,7 +90,7 @@ class ResNetAPI(ls.LitAPI):
     def predict(self, x: list[ImageInput] | ImageInput) -> list[tuple] | tuple:
         # LitServe's default batch and unbatch pass lists through: x is the batch's inputs
         inputs = x if isinstance(x, list) else [x]  # max_batch_size=1: a single request
-        answers = timed_forward(self.classifier.predict_crops, inputs)
+        answers = timed_forward(self.classifier.predict_inputs, inputs)
         if self.log_batch_sizes:
             log.info("batch_size=%d", len(inputs))
         results = list(zip(answers, inputs, strict=True))
@@ -93,7 +98,7 @@ class ResNetAPI(ls.LitAPI):
 
     def encode_response(self, output: tuple) -> Response:
         answer, image = output
-        return timed_response(answer, image.stages, image.batch_size)
+        return respond(answer, image)
 
 
 def pick_accelerator(choice: str) -> str:
@@ -139,11 +144,14 @@ def build_server(args: argparse.Namespace) -> ResNetServer:
             "max_batch_size": args.max_batch_size,
             "batch_timeout": args.batch_timeout,
             "cpu_threads_per_worker": threads if accelerator == "cpu" else None,
+            "preprocess": args.preprocess,
         },
     )
     workers = len(server.devices) * args.workers_per_device
+    server.model_metadata["http_processes"] = args.api_servers or workers
     api.worker_pids = supervision.pids = WorkerPids(workers)
     server.app.state.preprocessing = Preprocessing.for_weights(weights)
+    server.app.state.device_decoding = args.preprocess == "gpu"
     return server
 
 
@@ -168,6 +176,13 @@ def main() -> None:
         "is shorter than a 200-request burst takes on a laptop CPU)",
     )
     parser.add_argument(
+        "--api-servers",
+        type=int,
+        default=0,
+        help="HTTP processes (LitServe's num_api_servers; default 0: one per worker, as "
+        "LitServe does). One reads, decodes and crops on one core at most",
+    )
+    parser.add_argument(
         "--log-batch-sizes", action="store_true", help="log the size of every batch formed"
     )
     args = parser.parse_args()
@@ -177,6 +192,7 @@ def main() -> None:
         port=args.port,
         log_level=args.log_level,
         generate_client_file=False,  # LitServe would write client.py into the cwd
+        num_api_servers=args.api_servers or None,
         access_log=args.access_log,
         **uvicorn_options(args.max_connections),
     )

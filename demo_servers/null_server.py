@@ -1,7 +1,7 @@
 """A server with no model: the yardstick for the load generator, and a test double.
 
     python -m demo_servers.null_server --port 8002 [--delay S] [--block S]
-        [--fail-every N] [--stall-at N --stall-s S]
+        [--fail-every N] [--stall-at N --stall-s S] [--workers N]
 
 `/predict` accepts any body and answers at once with a fixed prediction, so
 load against it measures the client and HTTP stack alone (the client ceiling).
@@ -10,7 +10,8 @@ under a second. The options make it misbehave on purpose, for the tests and for
 notebook 06: `--delay` waits without blocking (requests overlap), `--block`
 blocks the event loop (requests are served one at a time, like the FastAPI
 baseline), `--fail-every` answers 500 to every Nth request, `--stall-at` freezes
-the whole server for `--stall-s` seconds at the Nth request.
+the whole server for `--stall-s` seconds at the Nth request. `--workers N` runs N
+processes on the port, so that the yardstick keeps up with a client in several processes.
 """
 
 import argparse
@@ -21,7 +22,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from demo_servers.cli import add_common_arguments, prepare_process, run_uvicorn
+from demo_servers.cli import add_common_arguments, add_workers_argument, prepare_process, serve
 from demo_servers.limits import BODY_TIMEOUT_S
 from demo_servers.skeleton import create_skeleton
 
@@ -36,7 +37,7 @@ def create_app(
     stall_s: float = 0.0,
     body_timeout: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
-    server = {"name": "null", "delay": delay, "block": block}
+    server = {"name": "null", "delay": delay, "block": block}  # per process (--workers)
     app = create_skeleton(
         "null server", lambda request: {"model": None, "server": server}, timing=False,
         body_timeout=body_timeout,
@@ -68,12 +69,11 @@ def main() -> None:
     parser.add_argument("--fail-every", type=int, default=0)
     parser.add_argument("--stall-at", type=int, default=0)
     parser.add_argument("--stall-s", type=float, default=0.0)
+    add_workers_argument(parser)
     args = parser.parse_args()
     prepare_process(args)
-    app = create_app(
-        args.delay, args.block, args.fail_every, args.stall_at, args.stall_s, args.body_timeout
-    )
-    run_uvicorn(app, args)
+    names = ("delay", "block", "fail_every", "stall_at", "stall_s", "body_timeout")
+    serve(create_app, {name: getattr(args, name) for name in names}, args)
 
 
 if __name__ == "__main__":

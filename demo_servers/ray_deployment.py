@@ -19,9 +19,9 @@ from ray import serve
 
 from demo_servers.batching import BATCH_TIMEOUT_S, MAX_BATCH_SIZE
 from demo_servers.limits import BODY_TIMEOUT_S
-from demo_servers.schema import ImageInput, PredictResponse, read_image
+from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
 from demo_servers.skeleton import create_skeleton
-from demo_servers.timing import timed_forward, timed_response
+from demo_servers.timing import timed_forward
 
 APPLICATION = "resnet"
 
@@ -33,6 +33,7 @@ class Settings(BaseModel):
     weights: str = "auto"
     runtime: str = "eager"
     threads: int = 0  # 0: torch's default, which Ray sets to the replica's num_cpus
+    preprocess: str = "cpu"  # "gpu": JPEGs decoded on the replica's device
     max_batch_size: int = MAX_BATCH_SIZE
     batch_timeout: float = BATCH_TIMEOUT_S  # seconds
     body_timeout: float = BODY_TIMEOUT_S
@@ -55,8 +56,14 @@ class ResNetDeployment:
 
         self.inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.classifier = self.inference.submit(
-            load_for_this_thread, settings.weights, None, settings.runtime, settings.threads
+            load_for_this_thread,
+            settings.weights,
+            None,
+            settings.runtime,
+            settings.threads,
+            settings.max_batch_size,
         ).result()
+        self.device_decoding = settings.preprocess == "gpu"
         self.predict_batch.set_max_batch_size(settings.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(settings.batch_timeout)
         self.body_timeout = settings.body_timeout
@@ -67,7 +74,7 @@ class ResNetDeployment:
     @serve.batch  # its sizes are set per replica from the settings, in __init__
     async def predict_batch(self, images: list[ImageInput]) -> list[dict]:
         loop = asyncio.get_running_loop()
-        model = self.classifier.predict_crops
+        model = self.classifier.predict_inputs
         return await loop.run_in_executor(self.inference, timed_forward, model, images)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -89,11 +96,12 @@ class ResNetDeployment:
 
         app = create_skeleton("ResNet-50 (Ray Serve)", info, not_ready, self.body_timeout)
         app.state.preprocessing = self.classifier.preprocessing
+        app.state.device_decoding = self.device_decoding
 
         @app.post("/predict", response_model=PredictResponse)
         async def predict(image: Annotated[ImageInput, Depends(read_image)]):
             answer = await self.predict_batch(image)  # joins this replica's next batch
-            response = timed_response(answer, image.stages, image.batch_size)
+            response = respond(answer, image)
             response.headers["x-served-by"] = self.served_by
             return response
 

@@ -3,11 +3,13 @@
     python -m demo_servers.ray_server --port 8005 --replicas 2 [--nodes 2]
         [--max-batch-size 8 --batch-timeout 0.05] [--runtime openvino]
         [--autoscale-max 4 --target-ongoing 8] [--address HEAD:6379]
+        [--preprocess gpu] [--replica-gpus 0.5]
 
 Deploys `ray_deployment.ResNetDeployment` behind Ray Serve's HTTP proxy, with a fixed
 number of replicas or, with `--autoscale-max`, as many as the load needs (Serve adds a
 replica when each has more than `--target-ongoing` requests in flight). CPU threads
-are divided among the replicas as among LitServe's workers.
+are divided among the replicas as among LitServe's workers; where there is a GPU, each
+replica reserves a share of one (Ray hides the GPU from replicas that reserve none).
 
 Without `--address`, this process starts a cluster of its own on this machine, on
 127.0.0.1 only, in its own process group: a head node (Ray's control plane and the
@@ -47,10 +49,24 @@ def start_cluster(nodes: int, cpus_per_node: float):
     return cluster
 
 
+def replica_gpus(requested: float | None, most_replicas: int) -> float:
+    """The share of a GPU Ray reserves per replica. Ray hides every GPU from an actor that
+    reserves none (CUDA_VISIBLE_DEVICES is emptied), so on a machine with GPUs each replica
+    asks for a share of one by default, and replicas share it."""
+    if requested is not None:
+        return requested
+    from litserve.connector import check_cuda_with_nvidia_smi
+
+    return 1 / most_replicas if check_cuda_with_nvidia_smi() > 0 else 0
+
+
 def deployment_options(args: argparse.Namespace) -> dict:
-    """Replica count or autoscaling, and the CPUs Ray reserves for each replica."""
+    """Replica count or autoscaling, and the CPUs and GPU share Ray reserves per replica."""
+    actor = {"num_cpus": args.replica_cpus}
+    if args.replica_gpus:
+        actor["num_gpus"] = args.replica_gpus
     options = {
-        "ray_actor_options": {"num_cpus": args.replica_cpus},
+        "ray_actor_options": actor,
         # Serve lets a replica hold 5 requests by default: fewer than one batch. Two
         # batches' worth lets the next batch gather while one runs.
         "max_ongoing_requests": 2 * args.max_batch_size,
@@ -86,9 +102,15 @@ def main() -> None:
         type=float,
         help="CPUs Ray reserves per replica (default: 1 on a cluster; here, the cores shared)",
     )
+    parser.add_argument(
+        "--replica-gpus",
+        type=float,
+        help="share of a GPU per replica (default: 1 / replicas where there is a GPU, else 0)",
+    )
     args = parser.parse_args()
     prepare_process(args)
     most = args.autoscale_max or args.replicas
+    args.replica_gpus = replica_gpus(args.replica_gpus, most)
     if args.address:
         args.replica_cpus = args.replica_cpus or 1
         threads = args.threads or max(1, int(args.replica_cpus))
@@ -116,6 +138,7 @@ def main() -> None:
             weights=args.weights,
             runtime=args.runtime,
             threads=threads,
+            preprocess=args.preprocess,
             max_batch_size=args.max_batch_size,
             batch_timeout=args.batch_timeout,
             body_timeout=args.body_timeout,

@@ -5,7 +5,10 @@
 - `compile`: `torch.compile` (Inductor) with dynamic batch sizes, compiled at load;
 - `onnxruntime`: exported to ONNX, run by ONNX Runtime (its CUDA provider where present);
 - `openvino`: converted to OpenVINO IR, run by OpenVINO on the CPU, in fp32;
-- `half`: PyTorch in float16 on a GPU, bfloat16 on a CPU, channels_last.
+- `half`: PyTorch in float16 on a GPU, bfloat16 on a CPU, channels_last;
+- `graphs` (CUDA only): `half` compiled with `torch.compile(mode="reduce-overhead")`, which
+  records each batch size's kernels once as a CUDA graph and replays it with one launch;
+  batches are padded up to a few bucket sizes (`BUCKETS`) so that only those are recorded.
 
 On a CUDA GPU the PyTorch runtimes run there (compile with Inductor's Triton kernels);
 OpenVINO stays on the CPU (its GPU plugin is for Intel GPUs).
@@ -33,7 +36,9 @@ import torch
 
 log = logging.getLogger("demo_servers")
 
-RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "half")
+RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "half", "graphs")
+HALF_RUNTIMES = ("half", "graphs")  # on a GPU their input is float16 too
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # the batch sizes `graphs` records
 TOLERANCE = 1e-3  # largest change of any probability a runtime may make
 CACHE_DIR = Path(os.environ.get("MODEL_CACHE_DIR", Path.home() / ".cache" / "serving-resnet50"))
 
@@ -135,8 +140,16 @@ def onnxruntime_session(model, device: torch.device, threads: int, cache_dir: Pa
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        else:
+            log.warning(
+                "ONNX Runtime has no CUDA provider here (the CPU-only onnxruntime package is "
+                "installed): the model runs on the CPU, not %s. Install the GPU build: "
+                "pip uninstall onnxruntime && pip install onnxruntime-gpu",
+                device,
+            )
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=providers)
 
     def forward(x):
@@ -182,6 +195,44 @@ def half(model, device: torch.device) -> Forward:
     return forward
 
 
+def bucketed(forward: Forward, buckets=BUCKETS) -> Forward:
+    """`forward` for batches padded (with copies of their last image) to the next bucket
+    size, so that a runtime specialised per shape sees only those; the padding's answers
+    are dropped. Larger batches than the last bucket pass unpadded."""
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        size = next((b for b in buckets if b >= n), n)
+        if size > n:
+            x = torch.cat([x, x[-1:].expand(size - n, *x.shape[1:])])
+        return forward(x)[:n]
+
+    return padded
+
+
+def graphs(model, device: torch.device, cache_dir: Path, max_batch_size: int) -> Forward:
+    if device.type != "cuda":
+        raise RuntimeRefused(
+            "runtime 'graphs' records CUDA graphs and needs a CUDA GPU; on this machine use "
+            "eager, channels_last, compile, onnxruntime or openvino"
+        )
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir / "inductor"))
+    model.to(memory_format=torch.channels_last)
+    graph = torch.compile(Logits(model), mode="reduce-overhead", dynamic=False)
+
+    @torch.inference_mode()
+    def forward(x):
+        with torch.autocast("cuda", dtype=torch.float16):  # as `half`
+            logits = graph(x.to(device).contiguous(memory_format=torch.channels_last))
+        return logits.float().clone()  # the graph's output buffer is reused by the next replay
+
+    forward = bucketed(forward)
+    for size in [b for b in BUCKETS if b <= max_batch_size]:  # record every bucket now
+        for _ in range(3):  # reduce-overhead records on the third call
+            forward(torch.zeros(size, 3, 224, 224, device=device))
+    return forward
+
+
 def build_runtime(
     name: str,
     model: torch.nn.Module,
@@ -189,9 +240,11 @@ def build_runtime(
     check: torch.Tensor,
     threads: int | None = None,
     cache_dir: Path | None = None,
+    max_batch_size: int = BUCKETS[-1],
 ) -> tuple[Forward, float]:
     """The forward function of runtime `name` and the seconds spent converting (0 if the
-    converted model was cached), after checking it against eager PyTorch on `check`."""
+    converted model was cached), after checking it against eager PyTorch on `check`.
+    `max_batch_size`: the largest batch a server will form (`graphs` records up to it)."""
     if name not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {name!r}")
     threads = threads or torch.get_num_threads()
@@ -209,8 +262,12 @@ def build_runtime(
         forward, seconds = onnxruntime_session(model, device, threads, cache_dir)
     elif name == "openvino":
         forward, seconds = openvino_model(model, threads, cache_dir)
-    else:
+    elif name == "half":
         forward = half(model, device)
+    else:
+        started = time.perf_counter()
+        forward = graphs(model, device, cache_dir, max_batch_size)
+        seconds = time.perf_counter() - started
     verify(name, forward(check).float().softmax(-1).cpu(), reference)
     return forward, seconds
 

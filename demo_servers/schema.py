@@ -21,14 +21,16 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from demo_servers.preprocessing import ImageError, decode_image
-from demo_servers.timing import DECODE, PARSE, PREPROCESS, READ, Stages
+from demo_servers.preprocessing import ImageError, decode_image, is_device_jpeg, open_image
+from demo_servers.timing import DECODE, PARSE, PREPROCESS, READ, Stages, timed_response
 
 JSON_FIELDS = {"image_bytes": "hex", "image_base64": "base64"}
 TEXT = {"hex": "hex digits", "base64": "base64 text"}
 MULTIPART_FIELD = "image"
+JSON_SHAPE = '{"image_bytes": "<hex>"} or {"image_base64": "<base64>"}'
 ACCEPTED = (
     'application/json ({"image_bytes": "<hex>"} or {"image_base64": "<base64>"}), '
     "the image itself as image/jpeg, image/png, ... or application/octet-stream, "
@@ -44,12 +46,31 @@ class PredictResponse(BaseModel):
 
 @dataclass
 class ImageInput:
-    """A checked upload, ready for the model: what LitServe queues for its workers."""
+    """A checked upload, ready for the model: what LitServe queues for its workers.
 
-    pixels: bytes  # the RGB crop, Preprocessing.pixels()
+    Either `pixels` (the crop, made in the HTTP process) or `jpeg` (the encoded upload, to
+    be decoded and cropped on the model's device: `--preprocess gpu`)."""
+
+    pixels: bytes  # the RGB crop, Preprocessing.pixels(); b"" when `jpeg` is set
     stages: Stages = field(default_factory=Stages)  # what the HTTP layer measured so far
     ready_at: float = 0.0  # time.monotonic() when it was ready: the queue wait starts here
     batch_size: int = 1  # how many inputs its forward pass had
+    jpeg: bytes = b""
+
+    def __repr__(self) -> str:
+        # Short on purpose: LitServe 0.2.19 logs f"Handling request: {request}" for every
+        # request, and the default repr would format 150 KB of pixels each time.
+        kind, data = ("jpeg", self.jpeg) if self.jpeg else ("pixels", self.pixels)
+        return f"ImageInput({kind}={len(data)} bytes)"
+
+
+def respond(answer, image: ImageInput) -> Response:
+    """The model's answer with its Server-Timing header, or a 422 for an image that could
+    not be decoded on the device (found only there, after the request was queued)."""
+    if isinstance(answer, ImageError):
+        detail = [{"loc": ["body"], "msg": str(answer), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, 422)
+    return timed_response(answer, image.stages, image.batch_size)
 
 
 def invalid(status: int, loc: list[str], msg: str, kind: str = "value_error") -> HTTPException:
@@ -69,13 +90,18 @@ async def read_image(request: Request) -> ImageInput:
             body = await request.body()
         with stages.timing(PARSE):
             loc, data = _image_bytes(media_type, body)
+    preprocessing = request.app.state.preprocessing
     with stages.timing(DECODE):
         try:
-            image = decode_image(data)
+            if getattr(request.app.state, "device_decoding", False):
+                image = open_image(data)  # the header's checks; pixels decoded on the device
+                if is_device_jpeg(image):
+                    return ImageInput(b"", stages, ready_at=time.monotonic(), jpeg=data)
+            image = decode_image(data, preprocessing.short_side)
         except ImageError as exc:
             raise invalid(422, loc, str(exc)) from None
     with stages.timing(PREPROCESS):
-        pixels = request.app.state.preprocessing.pixels(image)
+        pixels = preprocessing.pixels(image)
     return ImageInput(pixels, stages, ready_at=time.monotonic())
 
 
@@ -95,7 +121,7 @@ def _image_bytes(media_type: str, body: bytes) -> tuple[list[str], bytes]:
 
 def _json_image(body: bytes) -> tuple[list[str], bytes]:
     """The encoded image inside a JSON body, or a 422 that says what is wrong."""
-    try:
+    try:  # bounded: the body's size by BodyLimits, its depth by the parser's recursion guard
         payload = json.loads(body)
     except UnicodeDecodeError as exc:
         raise invalid(
@@ -105,6 +131,12 @@ def _json_image(body: bytes) -> tuple[list[str], bytes]:
         raise invalid(
             422, ["body"], f"the body is not valid JSON ({exc})", "json_invalid"
         ) from None
+    except RecursionError:
+        msg = f"the JSON body nests arrays or objects too deeply to read: send {JSON_SHAPE}"
+        raise invalid(422, ["body"], msg, "json_invalid") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        msg = f"the JSON body has a value that cannot be read ({exc}): send {JSON_SHAPE}"
+        raise invalid(422, ["body"], msg[:300], "json_invalid") from None
     if not isinstance(payload, dict):
         raise invalid(
             422,

@@ -101,11 +101,12 @@ class ServerTiming:
         await self.app(scope, receive, timed_send)
 
 
-def timed_forward(predict_crops, inputs: list) -> list[dict]:
-    """One forward pass for `inputs` (each an `ImageInput`), recording in each one how long it
-    waited since it was ready (`queue`), how long the pass took (`forward`), and its size."""
+def timed_forward(predict, inputs: list) -> list:
+    """One forward pass for `inputs` (each an `ImageInput`; `predict` is the classifier's
+    `predict_inputs`), recording in each one how long it waited since it was ready
+    (`queue`), how long the pass took (`forward`), and its size."""
     started = time.monotonic()
-    answers = predict_crops([i.pixels for i in inputs])
+    answers = predict(inputs)
     forward_ms = 1000 * (time.monotonic() - started)
     for i in inputs:
         i.stages[QUEUE] = 1000 * (started - i.ready_at)

@@ -1,8 +1,9 @@
 """The benchmark toolkit behind `helpers`, one concern per module, in import order:
 
 paths, profiles, notebook (display, run_sync) -> bodies (wire formats) -> servers
-(processes) -> load (asyncio load modes) -> stats -> results (on disk) -> locust_runner
--> runs (repeated runs and sweeps) -> published (the original's figures) -> ceilings ->
-verdicts (what a comparison may conclude) -> plots. A module imports only modules
+(processes) -> load (asyncio load modes, in one process or several) -> gpu (NVML
+sampling) -> stats -> results (on disk) -> locust_runner -> runs (repeated runs and
+sweeps) -> published (the original's figures) -> ceilings -> verdicts (what a comparison
+may conclude) -> climb (notebook 09's ladder) -> plots. A module imports only modules
 before it. Notebooks import `helpers`, which re-exports what they use.
 """

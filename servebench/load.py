@@ -1,16 +1,25 @@
-"""Load generation: one row per request, sent by asyncio coroutines in this process.
+"""Load generation: one row per request, sent by asyncio coroutines, in this process or,
+with `processes=N`, in N processes that share the load and one clock.
 
 Times are seconds from the start of the run: `scheduled_s` is when the request was due,
 `start_s` when it was sent, `end_s` when its answer (or error) came back. Latency counts
 from the schedule, so a client that could not send on time, or a server that stalls, is
 charged the wait (no coordinated omission); `send_lag_s` shows how late the client was.
 The server's own timings (its Server-Timing header) become one column per stage.
+
+One Python process sends a few hundred to a few thousand requests/s, depending on the
+body and the machine (`ceilings.client_ceiling` measures it); a server that is faster
+needs a client in several processes. They start together at an agreed instant of the
+machine's monotonic clock (shared by all processes on Linux), so their rows merge
+into one run with one time axis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import multiprocessing
 import random
 import time
 
@@ -30,6 +39,7 @@ __all__ = [
     "open_loop",
     "poll",
     "probe",
+    "run_in_processes",
     "server_timings",
     "timed_request",
     "timing_cost_us",
@@ -81,10 +91,28 @@ async def timed_request(
     return row
 
 
-async def burst(url: str, n: int, body: Body, timeout: float = 300.0) -> list[dict]:
+async def start_clock(start_at: float | None) -> float:
+    """The run's time zero: now, or the agreed `start_at` (time.perf_counter) of a run in
+    several processes, waited for."""
+    if start_at is None:
+        return time.perf_counter()
+    await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+    return start_at
+
+
+async def burst(
+    url: str,
+    n: int,
+    body: Body,
+    timeout: float = 300.0,
+    processes: int = 1,
+    start_at: float | None = None,
+) -> list[dict]:
     """n identical requests fired at once (`asyncio.gather`), as the original did."""
+    if processes > 1:
+        return (await run_in_processes("burst", processes, url, n, body, timeout=timeout))[0]
     async with make_client(n, timeout) as client:
-        t0 = time.perf_counter()
+        t0 = await start_clock(start_at)
         return list(
             await asyncio.gather(*(timed_request(client, url, body, t0, 0.0) for _ in range(n)))
         )
@@ -97,11 +125,16 @@ async def closed_loop(
     requests: int | None = None,
     duration_s: float | None = None,
     timeout: float = 300.0,
+    processes: int = 1,
+    start_at: float | None = None,
 ) -> list[dict]:
     """`concurrency` users, each sending its next request when the last one returns,
     until `requests` have been sent or `duration_s` has passed."""
     if requests is None and duration_s is None:
         raise ValueError("give requests or duration_s")
+    if processes > 1:
+        options = {"requests": requests, "duration_s": duration_s, "timeout": timeout}
+        return (await run_in_processes("closed", processes, url, concurrency, body, **options))[0]
     rows: list[dict] = []
     sent = 0
 
@@ -115,7 +148,7 @@ async def closed_loop(
             rows.append(await timed_request(client, url, body, t0, now))
 
     async with make_client(concurrency, timeout) as client:
-        t0 = time.perf_counter()
+        t0 = await start_clock(start_at)
         await asyncio.gather(*(user(client, t0) for _ in range(concurrency)))
     return rows
 
@@ -144,13 +177,21 @@ async def open_loop(
     seed: int = 0,
     timeout: float = 300.0,
     max_connections: int = 1000,
+    processes: int = 1,
+    start_at: float | None = None,
 ) -> list[dict]:
     """Requests sent on a schedule at `rate` per second, whether or not earlier ones
-    have returned: how real traffic arrives. Latency counts from the schedule."""
+    have returned: how real traffic arrives. Latency counts from the schedule. In several
+    processes each sends its share of the rate (Poisson arrivals from several independent
+    sources are still Poisson arrivals at the total rate)."""
     n = requests if requests is not None else int(rate * duration_s)
+    if processes > 1:
+        options = {"arrivals": arrivals, "seed": seed, "timeout": timeout}
+        options["max_connections"] = max_connections
+        return (await run_in_processes("open", processes, url, rate, body, n, **options))[0]
     schedule = arrival_times(rate, n, arrivals, seed)
     async with make_client(max_connections, timeout) as client:
-        t0 = time.perf_counter()
+        t0 = await start_clock(start_at)
         tasks = []
         for due in schedule:
             delay = due - (time.perf_counter() - t0)
@@ -158,6 +199,70 @@ async def open_loop(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(timed_request(client, url, body, t0, due)))
         return list(await asyncio.gather(*tasks))
+
+
+LOADS = {"burst": burst, "closed": closed_loop, "open": open_loop}
+
+
+def _share(total: int | float | None, part: int, parts: int, whole: bool) -> int | float | None:
+    """Part `part` of `parts` of `total`: integers split as evenly as they go."""
+    if total is None:
+        return None
+    if not whole:
+        return total / parts
+    return total // parts + (1 if part < total % parts else 0)
+
+
+def _child_load(kind: str, args: tuple, options: dict) -> tuple[list[dict], float]:
+    """In a child process: the rows of this share of the load, and the CPU time it took."""
+    cpu = time.process_time()
+    rows = asyncio.run(LOADS[kind](*args, **options))
+    return rows, time.process_time() - cpu
+
+
+def _ready(barrier) -> None:
+    barrier.wait()  # returns once every process of the pool has started and imported this
+
+
+async def run_in_processes(
+    kind: str, processes: int, url: str, level: float, body: Body, requests=None, **options
+) -> tuple[list[dict], float]:
+    """One load ("burst", "closed" or "open") shared by `processes` processes: the level
+    (requests, users or rate) and `requests` divided among them, all starting at the same
+    instant. Returns every row, on one time axis, and the client CPU seconds they used."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
+    whole = kind != "open"  # users and burst sizes are whole; a rate divides freely
+    if whole:
+        processes = max(1, min(processes, int(level)))  # none left without a share
+    shares = []
+    for part in range(processes):
+        share = dict(options)
+        if kind == "open":
+            share["seed"] = options.get("seed", 0) * processes + part
+        if kind != "burst":
+            share["requests"] = _share(requests, part, processes, True)
+        shares.append(((url, _share(level, part, processes, whole), body), share))
+    context = multiprocessing.get_context("spawn")  # a notebook kernel must not be forked
+    barrier = context.Barrier(processes)
+    with concurrent.futures.ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_ready, initargs=(barrier,)
+    ) as pool:
+        # Start every process (each waits at the barrier until all have started), then
+        # agree on the instant they all begin.
+        started = [asyncio.wrap_future(pool.submit(time.perf_counter)) for _ in range(processes)]
+        await asyncio.gather(*started)
+        start_at = time.perf_counter() + 0.2
+        results = await asyncio.gather(
+            *(
+                asyncio.wrap_future(
+                    pool.submit(_child_load, kind, args, {**share, "start_at": start_at})
+                )
+                for args, share in shares
+            )
+        )
+    rows = sorted((row for part, _ in results for row in part), key=lambda r: r["scheduled_s"])
+    return rows, sum(cpu for _, cpu in results)
 
 
 async def poll(url: str, during, every_s: float = 1.0) -> tuple:

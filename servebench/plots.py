@@ -13,6 +13,7 @@ from servebench.stats import spread, stage_table
 __all__ = [
     "level_axis",
     "plot_autoscaling",
+    "plot_climb",
     "plot_grid",
     "plot_latency",
     "plot_latency_vs_throughput",
@@ -265,5 +266,28 @@ def plot_grid(summary: pd.DataFrame, latency: str = "p95_ms"):
                 ax.text(col + 0.5, row + 0.5, "fell\nbehind", ha="center", va="center",
                         color="red", fontsize="small")  # fmt: skip
         ax.set(title=title, xlabel="batch_timeout (s)", ylabel="max_batch_size")
+    figure.tight_layout()
+    return figure
+
+
+def plot_climb(summary: pd.DataFrame):
+    """The climb: requests/s per rung (median, min-max over runs) for each server, and beside
+    it how busy the GPU was (where there is one) and the p99 latency."""
+    import seaborn as sns
+
+    busy = "gpu_busy_pct" in summary and summary["gpu_busy_pct"].notna().any()
+    figure, axes = _axes(3 if busy else 2, width=5.0)
+    palette = _palette(summary["server"])
+    columns = [("throughput_rps", "requests/s"), ("p99_ms", "p99 latency (ms)")]
+    if busy:
+        columns.append(("gpu_busy_pct", "GPU busy (%)"))
+    for ax, (column, label) in zip(axes, columns, strict=True):
+        sns.barplot(
+            summary, x="rung", y=column, hue="server", estimator="median",
+            errorbar=("pi", 100), palette=palette, ax=ax,
+        )  # fmt: skip
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=30)
+    figure.suptitle("The climb, one change per rung (bars: median; lines: min-max over runs)")
     figure.tight_layout()
     return figure

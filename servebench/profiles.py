@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["P99_BUDGET_MS", "PROFILES", "profile"]
+__all__ = ["GPU_SIZES", "P99_BUDGET_MS", "PROFILES", "has_cuda_gpu", "profile"]
 
 # The p99 latency notebooks 05 and 06 hold servers to. A budget is a product decision (what
 # users of an interactive page tolerate), not a property of the hardware: set your own.
@@ -54,6 +54,8 @@ PROFILES = {
         "locust_users": 16,
         "locust_duration_s": 30,
         "locust_processes": 2,
+        "client_processes": 1,  # load generator processes (notebook 09; more on a GPU)
+        "climb_repeats": 3,
     },
     "quick": {
         "bursts": [2, 4],
@@ -95,11 +97,44 @@ PROFILES = {
         "locust_users": 4,
         "locust_duration_s": 3,
         "locust_processes": 1,
+        "client_processes": 1,
+        "climb_repeats": 1,
     },
 }
 
+# The full profile on a CUDA GPU: a forward pass takes milliseconds and batches of
+# hundreds pay, so batch sizes go up to 256, batch timeouts are milliseconds, and the
+# load fills those batches from a client in several processes.
+GPU_SIZES = {
+    "ceiling_batch_sizes": [1, 8, 32, 64, 128, 256],
+    "served_ceiling_batch_sizes": [1, 8, 64],
+    "grid_batch_sizes": [8, 32, 64, 128, 256],
+    "grid_timeouts": [0.002, 0.005, 0.01],
+    "grid_concurrency": 512,
+    "closed_concurrency": [1, 16, 64, 256],
+    "closed_requests": 2000,
+    "runtimes": ["eager", "channels_last", "compile", "onnxruntime", "half", "graphs"],
+    "runtime_batch_sizes": [1, 8, 64, 256],
+    "ladder_concurrency": 256,
+    "ladder_requests": 4000,
+    "client_processes": 4,
+}
+
+
+def has_cuda_gpu() -> bool:
+    """Whether an NVIDIA GPU is visible, asked of nvidia-smi (without importing torch)."""
+    from litserve.connector import check_cuda_with_nvidia_smi
+
+    return check_cuda_with_nvidia_smi() > 0
+
 
 def profile() -> dict:
-    """The measurement sizes for $BENCHMARK_PROFILE ("full" unless set), with its name."""
+    """The measurement sizes for $BENCHMARK_PROFILE ("full" unless set), with its name; the
+    full profile on a CUDA GPU takes the GPU's sizes (`GPU_SIZES`)."""
     name = os.environ.get("BENCHMARK_PROFILE", "full")
-    return {"name": name, **PROFILES[name]}
+    sizes = {"name": name, "device": "cpu", **PROFILES[name]}
+    if has_cuda_gpu():
+        sizes["device"] = "cuda"
+        if name == "full":
+            sizes.update(GPU_SIZES)
+    return sizes

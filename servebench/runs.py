@@ -10,6 +10,7 @@ from tqdm.auto import tqdm, trange
 
 from servebench import stats
 from servebench.bodies import Body, request_body
+from servebench.gpu import GpuSampler
 from servebench.load import burst, closed_loop, open_loop
 from servebench.locust_runner import locust_loop
 from servebench.results import run_metadata, save_run
@@ -40,16 +41,19 @@ async def run_once(
 
     mode: "burst" (level = requests fired at once), "closed" (level = concurrency;
     pass requests= or duration_s=) or "open" (level = requests/s; pass requests= or
-    duration_s=, arrivals=). The run is saved to results/runs/ as soon as it ends.
+    duration_s=, arrivals=); pass processes=N to send from N processes. On a GPU machine
+    the GPU's utilisation during the run is added (`gpu.GpuSampler`). The run is saved to
+    results/runs/ as soon as it ends.
     """
     body = body or request_body()
     url = f"{server.url}/predict"
     if warmup:
         await burst(url, warmup, body)
     args = (url, int(level), body) if mode != "open" else (url, level, body)
-    frame = pd.DataFrame(await LOAD_MODES[mode](*args, **load_options))
+    with GpuSampler() as gpu:  # on a GPU machine: how busy the GPU was during the run
+        frame = pd.DataFrame(await LOAD_MODES[mode](*args, **load_options))
     frame.insert(0, "request_id", range(len(frame)))
-    frame = frame.assign(**run_metadata(server, mode, level, repeat, body.wire))
+    frame = frame.assign(**run_metadata(server, mode, level, repeat, body.wire), **gpu.summary())
     if save:
         save_run(frame)
     return frame

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from servebench.gpu import GPU_COLUMNS
 from servebench.load import STAGE_COLUMNS
 
 __all__ = [
@@ -75,6 +76,7 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
         stats["max_ms"] = latency_ms.max()
         stats["max_send_lag_ms"] = run["send_lag_s"].max() * 1000
         stats.update({column: ok[column].median() for column in timed})
+        stats.update({column: run[column].iloc[0] for column in GPU_COLUMNS if column in run})
         if "server_ms" in timed:  # the client, the network, waiting to be read
             stats["outside_ms"] = (latency_ms - ok["server_ms"]).median()
             stats["mean_batch_size"] = ok["batch_size"].mean()

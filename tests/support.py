@@ -33,9 +33,10 @@ async def burst(url: str, bodies: list[dict]) -> list[httpx.Response]:
         return await asyncio.gather(*(client.post(f"{url}/predict", json=b) for b in bodies))
 
 
-def assert_a_bad_request_does_not_fail_its_batch(server, classifier) -> None:
+def assert_a_bad_request_does_not_fail_its_batch(server, classifier, tolerance=1e-4) -> None:
     """A truncated upload in the middle of a burst of 8: refused alone, its neighbours
-    answered as the model in-process answers them (any server that batches)."""
+    answered as the model in-process answers them (any server that batches), within
+    `tolerance`."""
     good = images.distinct_images(7)
     bodies = [{"image_bytes": d.hex()} for d in good]
     bodies.insert(3, {"image_bytes": images.truncated_jpeg().hex()})
@@ -44,7 +45,7 @@ def assert_a_bad_request_does_not_fail_its_batch(server, classifier) -> None:
     assert codes == [200, 200, 200, 422, 200, 200, 200, 200]
     scores = [r.json()["score"] for i, r in enumerate(responses) if i != 3]
     expected = [classifier.predict([decode_image(d)])[0]["score"] for d in good]
-    assert scores == pytest.approx(expected, abs=1e-4)
+    assert scores == pytest.approx(expected, abs=tolerance)
 
 
 def processes_in_group(pgid: int) -> list[str]:

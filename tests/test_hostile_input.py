@@ -138,3 +138,21 @@ def test_huge_headers_are_refused_at_once(server, classifier, size):
 def test_headers_within_the_limit_are_fine(server):
     response = httpx.get(f"{server.url}/health", headers={"x-fine": "a" * 30_000}, timeout=TIMEOUT)
     assert response.status_code == 200
+
+
+HOSTILE_JSON = {
+    "array nested 100,000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "image_bytes nested 100,000 deep": b'{"image_bytes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "image_bytes a number of 1,000,000 digits": b'{"image_bytes": ' + b"7" * 1_000_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_JSON)
+def test_json_too_deep_or_too_long_to_read_gets_a_422(server, classifier, case):
+    response = httpx.post(
+        f"{server.url}/predict", content=HOSTILE_JSON[case],
+        headers={"content-type": "application/json"}, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert "image_bytes" in response.json()["detail"][0]["msg"]  # says what to send
+    assert_still_serving(server, classifier)

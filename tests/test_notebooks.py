@@ -18,8 +18,8 @@ def cells(path):
     return json.loads(path.read_text())["cells"]
 
 
-def test_the_series_is_numbered_one_to_eight():
-    expected = ["01", "02", "03", "04", "05", "06", "07", "08"]
+def test_the_series_is_numbered_one_to_nine():
+    expected = ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
     assert [p.name[:2] for p in NOTEBOOKS] == expected
 
 

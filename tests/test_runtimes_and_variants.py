@@ -146,6 +146,8 @@ def test_variants_report_what_they_are(fastapi_executor_server, fastapi_batching
     assert fastapi_executor_server.info()["server"] == {
         "name": "fastapi_executor",
         "batching": False,
+        "preprocess": "cpu",
+        "http_processes": 1,
     }
     info = fastapi_batching_server.info()["server"]
     assert info["batching"] and info["max_batch_size"] == 8 and info["batch_timeout"] == 0.2
