@@ -85,15 +85,18 @@ def batching_server(request):
 
 @pytest.fixture(scope="session")
 def null_server():
-    """No model: answers at once (the load generators' yardstick)."""
-    with helpers.start_server("null", quiet=True, replace=False) as server:
+    """No model: answers at once (the load generators' yardstick). Its own label, so that
+    a test starting "null" with `replace` does not stop it under later tests."""
+    with helpers.start_server("null", label="shared null", quiet=True, replace=False) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def serial_server():
     """Serves one request at a time, 50 ms each (like a blocking endpoint)."""
-    with helpers.start_server("null", quiet=True, replace=False, block=0.05) as server:
+    with helpers.start_server(
+        "null", label="shared serial", quiet=True, replace=False, block=0.05
+    ) as server:
         yield server
 
 
