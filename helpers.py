@@ -40,6 +40,7 @@ from servebench.load import (
 )
 from servebench.locust_runner import run_locust
 from servebench.notebook import show_source
+from servebench.overload import overload_run, overload_targets, step_table, where_time_went
 from servebench.paths import CAT_IMAGE, LOCUSTFILE
 from servebench.plots import (
     level_axis,
@@ -48,6 +49,7 @@ from servebench.plots import (
     plot_grid,
     plot_latency,
     plot_latency_vs_throughput,
+    plot_overload,
     plot_runtime,
     plot_stages,
     plot_throughput,
@@ -106,12 +108,15 @@ __all__ = [
     "model_ceiling",
     "open_loop",
     "original_tables",
+    "overload_run",
+    "overload_targets",
     "percentile_table",
     "plot_autoscaling",
     "plot_climb",
     "plot_grid",
     "plot_latency",
     "plot_latency_vs_throughput",
+    "plot_overload",
     "plot_runtime",
     "plot_stages",
     "plot_throughput",
@@ -133,10 +138,12 @@ __all__ = [
     "spread",
     "stage_table",
     "start_server",
+    "step_table",
     "summarize",
     "sweep",
     "Target",
     "timed_passes",
     "timed_request",
     "timing_cost_us",
+    "where_time_went",
 ]

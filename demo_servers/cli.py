@@ -14,6 +14,7 @@ import time
 
 import uvicorn
 
+from demo_servers.admission import MAX_QUEUE_WAIT_S, Bounds
 from demo_servers.limits import BODY_TIMEOUT_S, MAX_CONNECTIONS, uvicorn_options
 
 log = logging.getLogger("demo_servers")
@@ -42,6 +43,20 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_port: int) -> 
         type=int,
         default=MAX_CONNECTIONS,
         help=f"open connections at most; more get a 503 (default {MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=0,
+        help="requests admitted at once at most, per HTTP process; more get a 503 with "
+        "Retry-After (default 0: the served rate x --max-queue-wait, Little's law)",
+    )
+    parser.add_argument(
+        "--max-queue-wait",
+        type=float,
+        default=MAX_QUEUE_WAIT_S,
+        help=f"seconds a request may wait (default {MAX_QUEUE_WAIT_S:g}); a request that would "
+        "wait longer gets a 503 at once. 0: no admission control, every request waits its turn",
     )
     parser.add_argument(
         "--parent-pid",
@@ -161,3 +176,8 @@ def app_from_environment():
     options = json.loads(os.environ[APP_FACTORY])
     module, name = options.pop("factory").split(":")
     return getattr(importlib.import_module(module), name)(**options)
+
+
+def bounds_from(args: argparse.Namespace, in_service: int = 1) -> Bounds:
+    """The admission bounds given on the command line; `in_service`: see `Bounds`."""
+    return Bounds(args.max_queue, args.max_queue_wait, in_service)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
+from demo_servers.admission import MAX_QUEUE_WAIT_S, Bounds
 from demo_servers.cli import (
     add_common_arguments,
     add_model_arguments,
@@ -34,16 +35,20 @@ def create_base_app(
     inference: Executor | None = None,
     preprocess: str = "cpu",
     workers: int = 1,
+    max_queue: int = 0,
+    max_queue_wait: float = MAX_QUEUE_WAIT_S,
 ) -> FastAPI:
     """A FastAPI app without `/predict`; `server` is what `/info` says about the server.
 
     `inference`: the executor whose thread will run the model, if not the event loop's; the
     model is loaded in that same thread (`load_for_this_thread`). `preprocess`: "gpu"
     decodes JPEGs on the model's device. `workers`: how many processes serve this app
-    (each builds its own), which divide the CPU threads among them."""
+    (each builds its own), which divide the CPU threads among them. `max_queue`,
+    `max_queue_wait`: the admission bounds (admission.py)."""
     server = {**server, "preprocess": preprocess, "http_processes": workers}
     threads = threads or cpu_threads_per_worker(workers)
     max_batch_size = server.get("max_batch_size", 1)
+    in_service = max_batch_size * server.get("inference_threads", 1)  # computed at once
 
     def load():
         return load_for_this_thread(weights, device, runtime, threads, max_batch_size)
@@ -65,8 +70,9 @@ def create_base_app(
         return {"model": request.app.state.classifier.info(), "server": server}
 
     return create_skeleton(
-        f"ResNet-50 ({server['name']})", info, not_ready, body_timeout, lifespan=lifespan
-    )
+        f"ResNet-50 ({server['name']})", info, not_ready, body_timeout, lifespan=lifespan,
+        bounds=Bounds(max_queue, max_queue_wait, in_service),
+    )  # fmt: skip
 
 
 def main(create_app, description: str, add_arguments=None) -> None:

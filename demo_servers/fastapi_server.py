@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Request
 
 from demo_servers.fastapi_app import create_base_app, main
 from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
-from demo_servers.timing import FORWARD
+from demo_servers.timing import timed_forward
 
 
 def create_app(**options) -> FastAPI:
@@ -30,8 +30,7 @@ def create_app(**options) -> FastAPI:
     async def predict(image: Annotated[ImageInput, Depends(read_image)], request: Request):
         # Blocking call in an async endpoint: the event loop stalls for the whole
         # forward pass (see the module docstring). Kept on purpose as the baseline.
-        with image.stages.timing(FORWARD):
-            answer = request.app.state.classifier.predict_inputs([image])[0]
+        (answer,) = timed_forward(request.app.state.classifier.predict_inputs, [image])
         return respond(answer, image)
 
     return app

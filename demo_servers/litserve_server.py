@@ -29,6 +29,7 @@ hang without an error).
 
 import argparse
 import logging
+import math
 import platform
 from typing import Annotated
 
@@ -37,8 +38,15 @@ from fastapi import Depends
 from fastapi.responses import Response
 from litserve.connector import check_cuda_with_nvidia_smi
 
+from demo_servers import admission
+from demo_servers.admission import add_admission
 from demo_servers.batching import add_batching_arguments
-from demo_servers.cli import add_common_arguments, add_model_arguments, prepare_process
+from demo_servers.cli import (
+    add_common_arguments,
+    add_model_arguments,
+    bounds_from,
+    prepare_process,
+)
 from demo_servers.hardware import cpu_threads_per_worker
 from demo_servers.limits import BodyLimits, uvicorn_options
 from demo_servers.litserve_workarounds import ResNetServer
@@ -63,6 +71,7 @@ class ResNetAPI(ls.LitAPI):
         self.threads = threads  # CPU threads per worker; 0: torch's default
         self.log_batch_sizes = log_batch_sizes
         self.worker_pids: WorkerPids | None = None  # set by build_server
+        self.admission_flags: admission.Flags | None = None  # shared with the HTTP processes
 
     def setup(self, device: str) -> None:
         import torch  # the model stack, in the worker only
@@ -79,6 +88,8 @@ class ResNetAPI(ls.LitAPI):
         log.info("worker ready on %s with %d torch threads", device, torch.get_num_threads())
         if self.worker_pids:
             self.worker_pids.register()
+        if self.admission_flags:  # to drop requests whose client has gone (timed_forward)
+            admission.install(self.admission_flags)
 
     def health(self) -> bool:
         return self.worker_pids is None or self.worker_pids.all_alive()
@@ -149,6 +160,12 @@ def build_server(args: argparse.Namespace) -> ResNetServer:
     )
     workers = len(server.devices) * args.workers_per_device
     server.model_metadata["http_processes"] = args.api_servers or workers
+    # Admission control in every HTTP process; "client gone" flags in shared memory, made
+    # before LitServe forks its HTTP processes and spawns its workers (both inherit them).
+    api.admission_flags = admission.Flags(shared=True)
+    http_processes = server.model_metadata["http_processes"]
+    in_service = math.ceil(args.max_batch_size * workers / http_processes)  # per HTTP process
+    add_admission(server.app, bounds_from(args, in_service), api.admission_flags)
     api.worker_pids = supervision.pids = WorkerPids(workers)
     server.app.state.preprocessing = Preprocessing.for_weights(weights)
     server.app.state.device_decoding = args.preprocess == "gpu"
@@ -172,8 +189,9 @@ def main() -> None:
         "--timeout",
         type=float,
         default=120.0,
-        help="seconds a request may wait in the queue before a 504 (LitServe's default, 30, "
-        "is shorter than a 200-request burst takes on a laptop CPU)",
+        help="seconds a request may wait in LitServe's queue before a 504 (LitServe's default, "
+        "30, is shorter than a 200-request burst takes on a laptop CPU without admission "
+        "control); --max-queue-wait sheds long before",
     )
     parser.add_argument(
         "--api-servers",

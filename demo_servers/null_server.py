@@ -22,6 +22,8 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from demo_servers import admission
+from demo_servers.admission import Bounds
 from demo_servers.cli import add_common_arguments, add_workers_argument, prepare_process, serve
 from demo_servers.limits import BODY_TIMEOUT_S
 from demo_servers.skeleton import create_skeleton
@@ -36,17 +38,23 @@ def create_app(
     stall_at: int = 0,
     stall_s: float = 0.0,
     body_timeout: float = BODY_TIMEOUT_S,
+    max_queue: int = 0,
+    max_queue_wait: float = 0.0,
 ) -> FastAPI:
     server = {"name": "null", "delay": delay, "block": block}  # per process (--workers)
     app = create_skeleton(
         "null server", lambda request: {"model": None, "server": server}, timing=False,
-        body_timeout=body_timeout,
+        body_timeout=body_timeout, bounds=Bounds(max_queue, max_queue_wait),
     )  # fmt: skip
     counter = itertools.count(1)
 
     @app.post("/predict")
     async def predict(request: Request):
         await request.body()
+        deadline = getattr(request.state, "admission_deadline", 0.0)
+        if deadline and time.monotonic() > deadline:  # waited too long, as in a model server
+            admission.FLAGS.count("dropped_waited_too_long")
+            return admission.Shed(admission.STALE).response()
         n = next(counter)
         if n == stall_at:
             time.sleep(stall_s)
@@ -72,7 +80,8 @@ def main() -> None:
     add_workers_argument(parser)
     args = parser.parse_args()
     prepare_process(args)
-    names = ("delay", "block", "fail_every", "stall_at", "stall_s", "body_timeout")
+    names = ("delay", "block", "fail_every", "stall_at", "stall_s", "body_timeout", "max_queue")
+    names += ("max_queue_wait",)
     serve(create_app, {name: getattr(args, name) for name in names}, args)
 
 

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 from ray import serve
 
+from demo_servers.admission import MAX_QUEUE_WAIT_S, Bounds
 from demo_servers.batching import BATCH_TIMEOUT_S, MAX_BATCH_SIZE
 from demo_servers.limits import BODY_TIMEOUT_S
 from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
@@ -34,6 +35,8 @@ class Settings(BaseModel):
     runtime: str = "eager"
     threads: int = 0  # 0: torch's default, which Ray sets to the replica's num_cpus
     preprocess: str = "cpu"  # "gpu": JPEGs decoded on the replica's device
+    max_queue: int = 0  # admission bounds in each replica (admission.py)
+    max_queue_wait: float = MAX_QUEUE_WAIT_S
     max_batch_size: int = MAX_BATCH_SIZE
     batch_timeout: float = BATCH_TIMEOUT_S  # seconds
     body_timeout: float = BODY_TIMEOUT_S
@@ -67,6 +70,7 @@ class ResNetDeployment:
         self.predict_batch.set_max_batch_size(settings.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(settings.batch_timeout)
         self.body_timeout = settings.body_timeout
+        self.settings = settings
         self.ready_at = settings.ready_replicas
         context = ray.get_runtime_context()
         self.served_by = f"node={context.get_node_id()[:8]} pid={os.getpid()}"
@@ -94,7 +98,11 @@ class ResNetDeployment:
                 "server": {**server, "served_by": self.served_by},
             }
 
-        app = create_skeleton("ResNet-50 (Ray Serve)", info, not_ready, self.body_timeout)
+        settings = self.settings
+        bounds = Bounds(settings.max_queue, settings.max_queue_wait, settings.max_batch_size)
+        app = create_skeleton(
+            "ResNet-50 (Ray Serve)", info, not_ready, self.body_timeout, bounds=bounds
+        )
         app.state.preprocessing = self.classifier.preprocessing
         app.state.device_decoding = self.device_decoding
 

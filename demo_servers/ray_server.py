@@ -29,6 +29,8 @@ from demo_servers.hardware import cpu_threads_per_worker, physical_cores
 
 log = logging.getLogger("demo_servers")
 
+MAX_ONGOING = 1024  # requests a replica may hold (Serve's max_ongoing_requests)
+
 
 def start_cluster(nodes: int, cpus_per_node: float):
     """A head node and `nodes` worker nodes on this machine, each its own raylet, every
@@ -67,10 +69,15 @@ def deployment_options(args: argparse.Namespace) -> dict:
         actor["num_gpus"] = args.replica_gpus
     options = {
         "ray_actor_options": actor,
-        # Serve lets a replica hold 5 requests by default: fewer than one batch. Two
-        # batches' worth lets the next batch gather while one runs.
-        "max_ongoing_requests": 2 * args.max_batch_size,
+        # Serve lets a replica hold 5 requests by default: fewer than one batch. We let it
+        # hold every request it is sent: then nothing waits in the proxy's router, where an
+        # overload was measured to starve the replica (notebook 06), and the replica's own
+        # admission control (admission.py) sees the whole queue and sheds above its bound.
+        "max_ongoing_requests": args.max_ongoing or MAX_ONGOING,
     }
+    if args.max_queue_wait:  # Serve's own bound on its router queue, as a backstop
+        options["max_queued_requests"] = args.max_ongoing or MAX_ONGOING
+        options["backpressure_config"] = {"status_code": 503, "retry_after_s": 1}
     if args.autoscale_max:
         options["autoscaling_config"] = {
             "min_replicas": args.replicas,
@@ -101,6 +108,13 @@ def main() -> None:
         "--replica-cpus",
         type=float,
         help="CPUs Ray reserves per replica (default: 1 on a cluster; here, the cores shared)",
+    )
+    parser.add_argument(
+        "--max-ongoing",
+        type=int,
+        default=0,
+        help=f"requests a replica holds at once (Serve's max_ongoing_requests; default "
+        f"{MAX_ONGOING}: the queue is in the replica, bounded by --max-queue-wait there)",
     )
     parser.add_argument(
         "--replica-gpus",
@@ -139,6 +153,8 @@ def main() -> None:
             runtime=args.runtime,
             threads=threads,
             preprocess=args.preprocess,
+            max_queue=args.max_queue,
+            max_queue_wait=args.max_queue_wait,
             max_batch_size=args.max_batch_size,
             batch_timeout=args.batch_timeout,
             body_timeout=args.body_timeout,

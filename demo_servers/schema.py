@@ -24,6 +24,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from demo_servers.admission import Shed
 from demo_servers.preprocessing import ImageError, decode_image, is_device_jpeg, open_image
 from demo_servers.timing import DECODE, PARSE, PREPROCESS, READ, Stages, timed_response
 
@@ -56,6 +57,8 @@ class ImageInput:
     ready_at: float = 0.0  # time.monotonic() when it was ready: the queue wait starts here
     batch_size: int = 1  # how many inputs its forward pass had
     jpeg: bytes = b""
+    slot: int = -1  # its "client gone" flag (admission.py); -1: none
+    deadline: float = 0.0  # time.monotonic() after which it is not computed; 0: none
 
     def __repr__(self) -> str:
         # Short on purpose: LitServe 0.2.19 logs f"Handling request: {request}" for every
@@ -70,6 +73,8 @@ def respond(answer, image: ImageInput) -> Response:
     if isinstance(answer, ImageError):
         detail = [{"loc": ["body"], "msg": str(answer), "type": "value_error"}]
         return JSONResponse({"detail": detail}, 422)
+    if isinstance(answer, Shed):  # dropped before its forward pass (admission.py)
+        return answer.response()
     return timed_response(answer, image.stages, image.batch_size)
 
 
@@ -80,6 +85,13 @@ def invalid(status: int, loc: list[str], msg: str, kind: str = "value_error") ->
 
 async def read_image(request: Request) -> ImageInput:
     """FastAPI dependency: the request's image, decoded, checked and cropped, or a 4xx."""
+    item = await _read_image(request)
+    item.slot = getattr(request.state, "admission_slot", -1)
+    item.deadline = getattr(request.state, "admission_deadline", 0.0)
+    return item
+
+
+async def _read_image(request: Request) -> ImageInput:
     stages = Stages()
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":

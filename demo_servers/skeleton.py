@@ -9,6 +9,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from demo_servers.admission import Bounds, add_admission
 from demo_servers.limits import BODY_TIMEOUT_S, BodyLimits
 from demo_servers.timing import ServerTiming
 
@@ -20,14 +21,17 @@ def create_skeleton(
     body_timeout: float = BODY_TIMEOUT_S,
     timing: bool = True,
     lifespan=None,
+    bounds: Bounds | None = None,
 ) -> FastAPI:
     """A FastAPI app with the HTTP limits, `Server-Timing` (unless `timing` is False),
+    admission control within `bounds` (see admission.py; `GET /admission` reports it),
     `GET /health` (503 with the reason `not_ready` gives, else 200 "ok") and `GET /info`
     (what `info` returns, as JSON)."""
     app = FastAPI(title=title, lifespan=lifespan)
     app.add_middleware(BodyLimits, timeout_s=body_timeout)
     if timing:
         app.add_middleware(ServerTiming)
+    add_admission(app, bounds or Bounds())
 
     @app.get("/health")
     async def health(request: Request):

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 from fastapi.responses import Response
 
+from demo_servers.admission import Shed, expired
+
 HEADER = "server-timing"
 # The stages, in the order a request passes them: the one definition servers and clients use.
 READ, PARSE, DECODE, PREPROCESS, QUEUE, FORWARD, ENCODE = STAGES = (
@@ -104,12 +106,15 @@ class ServerTiming:
 def timed_forward(predict, inputs: list) -> list:
     """One forward pass for `inputs` (each an `ImageInput`; `predict` is the classifier's
     `predict_inputs`), recording in each one how long it waited since it was ready
-    (`queue`), how long the pass took (`forward`), and its size."""
+    (`queue`), how long the pass took (`forward`), and its size. An input whose client has
+    gone, or that waited past its deadline, is not computed: its answer is a `Shed`."""
     started = time.monotonic()
-    answers = predict(inputs)
+    dropped = {k: reason for k, i in enumerate(inputs) if (reason := expired(i, started))}
+    live = [i for k, i in enumerate(inputs) if k not in dropped]
+    answers = iter(predict(live) if live else [])
     forward_ms = 1000 * (time.monotonic() - started)
     for i in inputs:
         i.stages[QUEUE] = 1000 * (started - i.ready_at)
         i.stages[FORWARD] = forward_ms
-        i.batch_size = len(inputs)
-    return answers
+        i.batch_size = len(live)
+    return [Shed(dropped[k]) if k in dropped else next(answers) for k in range(len(inputs))]

@@ -35,11 +35,14 @@ __all__ = [
     "arrival_times",
     "burst",
     "closed_loop",
+    "is_shed",
     "make_client",
     "open_loop",
     "poll",
     "probe",
+    "ramp",
     "run_in_processes",
+    "send_on_schedule",
     "server_timings",
     "timed_request",
     "timing_cost_us",
@@ -65,6 +68,11 @@ def server_timings(header: str | None) -> dict:
     return row
 
 
+def is_shed(status: int, headers) -> bool:
+    """A server's "not now, retry later": 503 (or 429) with a Retry-After header."""
+    return status in (429, 503) and "retry-after" in headers
+
+
 async def timed_request(
     client: httpx.AsyncClient, url: str, body: Body, t0: float, scheduled_s: float
 ) -> dict:
@@ -72,6 +80,7 @@ async def timed_request(
     start = time.perf_counter()
     row = {"scheduled_s": scheduled_s, "start_s": start - t0, "status": None, "error": None}
     row.update(predicted_label=None, predicted_class=None, score=None, served_by=None)
+    row["shed"] = False  # a 503 with Retry-After: load the server refused, not a failure
     headers = {"content-type": body.content_type}
     try:
         response = await client.post(url, content=body.content, headers=headers)
@@ -81,6 +90,7 @@ async def timed_request(
             row.update({k: answer.get(k) for k in ("predicted_label", "predicted_class", "score")})
         else:
             row["error"] = response.text[:200]
+            row["shed"] = is_shed(response.status_code, response.headers)
         row.update(server_timings(response.headers.get("server-timing")))
         row["served_by"] = response.headers.get("x-served-by")  # Ray Serve: node and replica
     except httpx.HTTPError as exc:
@@ -190,6 +200,18 @@ async def open_loop(
         options["max_connections"] = max_connections
         return (await run_in_processes("open", processes, url, rate, body, n, **options))[0]
     schedule = arrival_times(rate, n, arrivals, seed)
+    return await send_on_schedule(url, schedule, body, timeout, max_connections, start_at)
+
+
+async def send_on_schedule(
+    url: str,
+    schedule: list[float],
+    body: Body,
+    timeout: float = 300.0,
+    max_connections: int = 1000,
+    start_at: float | None = None,
+) -> list[dict]:
+    """One request at each time of `schedule` (s from the start), answered or not."""
     async with make_client(max_connections, timeout) as client:
         t0 = await start_clock(start_at)
         tasks = []
@@ -199,6 +221,28 @@ async def open_loop(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(timed_request(client, url, body, t0, due)))
         return list(await asyncio.gather(*tasks))
+
+
+async def ramp(
+    url: str,
+    steps: list[tuple[float, float]],
+    body: Body,
+    seed: int = 0,
+    timeout: float = 30.0,
+    max_connections: int = 2000,
+) -> list[dict]:
+    """Open-loop Poisson arrivals whose rate changes in steps: `steps` is a list of
+    (requests/s, seconds), e.g. capacity x 0.5, then x 2 for 20 s, then x 0.5 again. Each
+    row says its `step` (0, 1, ...). The client gives up after `timeout` seconds (a real
+    client does): a server that queues without bound shows it as errors."""
+    schedule, step_of, start = [], [], 0.0
+    for k, (rate, seconds) in enumerate(steps):
+        times = arrival_times(rate, max(1, round(rate * seconds)), "poisson", seed + k)
+        schedule += [start + t for t in times if t < seconds]
+        step_of += [k] * sum(t < seconds for t in times)
+        start += seconds
+    rows = await send_on_schedule(url, schedule, body, timeout, max_connections)
+    return [{**row, "step": step} for row, step in zip(rows, step_of, strict=True)]
 
 
 LOADS = {"burst": burst, "closed": closed_loop, "open": open_loop}

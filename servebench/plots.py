@@ -17,6 +17,7 @@ __all__ = [
     "plot_grid",
     "plot_latency",
     "plot_latency_vs_throughput",
+    "plot_overload",
     "plot_runtime",
     "plot_stages",
     "plot_throughput",
@@ -289,5 +290,41 @@ def plot_climb(summary: pd.DataFrame):
         ax.set_ylabel(label)
         ax.tick_params(axis="x", labelrotation=30)
     figure.suptitle("The climb, one change per rung (bars: median; lines: min-max over runs)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_overload(rows: pd.DataFrame, step_s: list[float]):
+    """Per server (rows) with admission control off and on (columns): requests served and
+    shed per second through the ramp, and the p99 latency of the served ones (right axis)."""
+    import matplotlib.pyplot as plt
+
+    servers = list(dict.fromkeys(rows["server"]))
+    figure, axes = plt.subplots(
+        len(servers), 2, figsize=(12, 3.2 * len(servers)), squeeze=False, sharex=True
+    )
+    edges = [sum(step_s[:k]) for k in range(1, len(step_s))]
+    for i, server in enumerate(servers):
+        for j, admission in enumerate(["off", "on"]):
+            ax = axes[i][j]
+            run = rows[(rows["server"] == server) & (rows["admission"] == admission)]
+            second = run["scheduled_s"].astype(int)
+            served = run[run["status"] == 200].groupby(second)["status"].size()
+            shed = run[run["shed"].astype(bool)].groupby(second)["status"].size()
+            ax.plot(served.index, served.values, label="served/s", color="tab:green")
+            ax.plot(shed.index, shed.values, label="shed/s (503)", color="tab:red")
+            latency = run[run["status"] == 200].groupby(second)["latency_s"].quantile(0.99)
+            twin = ax.twinx()
+            twin.plot(latency.index, latency.values, ":", color="black", label="p99 latency")
+            twin.set_ylabel("p99 of served (s)")
+            for edge in edges:
+                ax.axvline(edge, color="gray", lw=0.5)
+            ax.set_title(f"{server}, admission control {admission}")
+            ax.set_ylabel("requests/s")
+            if i == 0 and j == 0:
+                ax.legend(loc="upper left")
+                twin.legend(loc="upper right")
+        axes[-1][0].set_xlabel("seconds (steps: 0.5x, 0.9x, 2x, 0.5x capacity)")
+        axes[-1][1].set_xlabel("seconds (steps: 0.5x, 0.9x, 2x, 0.5x capacity)")
     figure.tight_layout()
     return figure

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from demo_servers.batching import ORIGINAL_BATCHING
+
 __all__ = ["GPU_SIZES", "P99_BUDGET_MS", "PROFILES", "has_cuda_gpu", "profile"]
 
 # The p99 latency notebooks 05 and 06 hold servers to. A budget is a product decision (what
@@ -56,6 +58,19 @@ PROFILES = {
         "locust_processes": 2,
         "client_processes": 1,  # load generator processes (notebook 09; more on a GPU)
         "climb_repeats": 3,
+        "overload_step_s": [10, 10, 20, 10],  # at 0.5x, 0.9x, 2x, 0.5x capacity
+        "overload_servers": {  # label -> options (`server`: which server, if not the label)
+            "litserve": ORIGINAL_BATCHING,
+            "fastapi_batching": ORIGINAL_BATCHING,
+            "ray": {"replicas": 1, **ORIGINAL_BATCHING},
+            # Ray Serve as this series configured it before: a replica held 16 requests
+            "ray, 16 ongoing": {
+                "server": "ray",
+                "replicas": 1,
+                "max_ongoing": 16,
+                **ORIGINAL_BATCHING,
+            },
+        },
     },
     "quick": {
         "bursts": [2, 4],
@@ -99,6 +114,11 @@ PROFILES = {
         "locust_processes": 1,
         "client_processes": 1,
         "climb_repeats": 1,
+        "overload_step_s": [2, 2, 3, 2],
+        "overload_servers": {  # Ray Serve in the full profile: its cluster starts slowly
+            "litserve": ORIGINAL_BATCHING,
+            "fastapi_batching": ORIGINAL_BATCHING,
+        },
     },
 }
 

@@ -53,6 +53,12 @@ SERVER_MODULES = {
 _running: dict[int, Server] = {}  # pid -> server, for cleanup at exit
 
 
+# Servers started here queue every request, as LitServe and FastAPI do by default: the
+# benchmarks of notebooks 02-08 measure how long a whole burst takes to be served. Pass
+# max_queue_wait=... (and max_queue=...) to turn admission control on (notebook 06).
+UNBOUNDED = {"max_queue_wait": 0}
+
+
 class ServerError(RuntimeError):
     """A demo server failed to start or to stop; the message ends with its log."""
 
@@ -82,7 +88,7 @@ def option_flags(options: dict) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if value is True:
             flags.append(flag)
-        elif value not in (None, False):
+        elif value is not None and value is not False:  # 0 is a value (`0 == False`)
             flags += [flag, str(value)]
     return flags
 
@@ -136,10 +142,11 @@ class Server:
         return f"http://{host}:{self.port}"
 
     def command(self) -> list[str]:
+        options = {**UNBOUNDED, **self.options}  # admission control only where asked for
         return [
             sys.executable, "-m", SERVER_MODULES.get(self.name, self.name),
             "--host", self.host, "--port", str(self.port), "--parent-pid", str(os.getpid()),
-            *option_flags(self.options),
+            *option_flags(options),
         ]  # fmt: skip
 
     def start(self, timeout: float = 300.0) -> Server:

@@ -62,13 +62,18 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
         latency_ms = ok["latency_s"] * 1000
         runtime = run["end_s"].max() - run["scheduled_s"].min()
         schedule_span = run["scheduled_s"].max() - run["scheduled_s"].min()
+        shed = run[run["shed"].fillna(False).astype(bool)] if "shed" in run else run.iloc[:0]
         stats = {
             "requests": len(run),
             # the rate the schedule really offered (open loop; Poisson gaps vary)
             "offered_rps": len(run) / schedule_span if schedule_span > 0 else float("nan"),
-            "errors": len(run) - len(ok),
+            # refused with 503 + Retry-After (admission control), apart from failures
+            "shed": len(shed),
+            "errors": len(run) - len(ok) - len(shed),
             "total_runtime_s": runtime,
             "throughput_rps": len(ok) / runtime if runtime > 0 else float("nan"),
+            "shed_rps": len(shed) / runtime if runtime > 0 else float("nan"),
+            "shed_p50_ms": (shed["latency_s"] * 1000).median(),
             "mean_ms": latency_ms.mean(),
             "std_ms": latency_ms.std(),
         }
@@ -87,7 +92,7 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
 
     grouped = requests.groupby(by, sort=False, dropna=False)  # FastAPI has no batch options
     table = grouped.apply(one_run, include_groups=False).reset_index()
-    return table.astype({"requests": int, "errors": int})
+    return table.astype({"requests": int, "shed": int, "errors": int})
 
 
 def rounded(table: pd.DataFrame) -> pd.DataFrame:

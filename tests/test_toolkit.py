@@ -90,7 +90,7 @@ def test_measure_saves_each_run_and_loads_back(null_server, tmp_path, patch):
     assert len(frame) == 20 and frame["run_id"].nunique() == 2
     assert len(list((tmp_path / "runs").glob("*.csv"))) == 2  # the patch took effect
     loaded = helpers.load_results()
-    assert len(loaded) == 20 and set(loaded["server"]) == {"null"}
+    assert len(loaded) == 20 and set(loaded["server"]) == {null_server.label}
     for column in ("cpu", "cpu_cores", "gpus", "torch_version", "litserve_version", "date"):
         assert loaded[column].notna().all(), column
     pd.testing.assert_series_equal(

@@ -1,0 +1,141 @@
+"""Notebook 06's overload section: offered load that ramps past a server's capacity and
+back, with admission control on and off, and what each step served, shed and failed."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from demo_servers.admission import MAX_QUEUE_WAIT_S
+from servebench.bodies import Body
+from servebench.load import closed_loop, ramp
+from servebench.servers import start_server
+from servebench.stats import summarize
+from servebench.verdicts import Range, Target
+
+__all__ = ["STEPS", "overload_run", "overload_targets", "step_table", "where_time_went"]
+
+# (x capacity, name): unloaded, just under capacity, twice capacity, then half again
+STEPS = [(0.5, "before"), (0.9, "0.9x"), (2.0, "2x"), (0.5, "after")]
+
+
+async def overload_run(
+    label: str,
+    body: Body,
+    step_s: list[float],
+    admission: bool,
+    server: str | None = None,
+    **options,
+) -> pd.DataFrame:
+    """Start server `server` (default: `label`) with admission control on (its default
+    bounds) or off, measure its capacity (closed loop, two batches in flight), then offer
+    the ramp of `STEPS`, each step `step_s` seconds long. One row per request, with
+    `step`, `capacity_rps` and `server` (the label)."""
+    bounds = {"max_queue_wait": MAX_QUEUE_WAIT_S if admission else 0}
+    with start_server(server or label, label=label, quiet=True, **options, **bounds) as running:
+        url = f"{running.url}/predict"
+        users = 2 * options.get("max_batch_size", 8)
+        await closed_loop(url, users, body, requests=users)  # warm-up
+        closed = pd.DataFrame(await closed_loop(url, users, body, requests=6 * users))
+        capacity = summarize(closed.assign(run_id=0))["throughput_rps"].iloc[0]
+        steps = [(factor * capacity, s) for (factor, _), s in zip(STEPS, step_s, strict=True)]
+        rows = pd.DataFrame(await ramp(url, steps, body))
+    return rows.assign(server=label, admission="on" if admission else "off", capacity_rps=capacity)
+
+
+def where_time_went(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per server, admission and step, for the requests served: median latency, split into
+    time outside the server's request handling (client, proxy, router: latency minus the
+    server's `total`), waiting in the server's queue, and the rest in the server; and the
+    mean batch size their forward passes had."""
+    served = rows[rows["status"] == 200].assign(
+        outside_s=lambda r: r["latency_s"] - r["server_ms"] / 1000,
+        queue_s=lambda r: r["queue_ms"] / 1000,
+        rest_s=lambda r: (r["server_ms"] - r["queue_ms"]) / 1000,
+        step=lambda r: r["step"].map(dict(enumerate(name for _, name in STEPS))),
+    )
+    columns = {
+        "latency_s": "median",
+        "outside_s": "median",
+        "queue_s": "median",
+        "rest_s": "median",
+        "batch_size": "mean",
+    }
+    grouped = served.groupby(["server", "admission", "step"], sort=False)
+    return grouped.agg(columns).rename(columns={"batch_size": "mean_batch"}).round(2)
+
+
+def step_table(rows: pd.DataFrame, step_s: list[float]) -> pd.DataFrame:
+    """Per server, admission and step: requests/s offered (arrivals in the step), served
+    (answers with 200 that completed within the step: what the server delivered) and shed
+    (503s to the step's arrivals); failures (no HTTP answer, e.g. the client's 30 s
+    timeout, or another status); p99 of the step's arrivals that were served, and the
+    median time to a 503."""
+    names = dict(enumerate(name for _, name in STEPS))
+    edges = [sum(step_s[:k]) for k in range(len(step_s) + 1)]
+
+    def one(run: pd.DataFrame, k: int) -> dict:
+        arrived = run[run["step"] == k]
+        ok = run["status"] == 200
+        done = run[ok & (run["end_s"] >= edges[k]) & (run["end_s"] < edges[k + 1])]
+        served = arrived[arrived["status"] == 200]
+        shed = arrived[arrived["shed"].astype(bool)]
+        return {
+            "step": names[k],
+            "requests": len(arrived),
+            "offered_rps": len(arrived) / step_s[k],
+            "served_rps": len(done) / step_s[k],
+            "shed_rps": len(shed) / step_s[k],
+            "failed": len(arrived) - len(served) - len(shed),
+            "p99_served_s": served["latency_s"].quantile(0.99),
+            "median_to_503_s": shed["latency_s"].median(),
+            "capacity_rps": run["capacity_rps"].iloc[0],
+        }
+
+    table = [
+        {"server": server, "admission": admission, **one(run, k)}
+        for (server, admission), run in rows.groupby(["server", "admission"], sort=False)
+        for k in range(len(step_s))
+    ]
+    return pd.DataFrame(table).round(2)
+
+
+def overload_targets(table: pd.DataFrame) -> pd.DataFrame:
+    """The overload targets for every server with admission control on (its default
+    bounds), and Ray Serve's at 0.9x capacity; each a ratio of this run's readings."""
+    targets = []
+    for server, runs in table[table["admission"] == "on"].groupby("server", sort=False):
+        at = runs.set_index("step")
+        over, before, after = at.loc["2x"], at.loc["before"], at.loc["after"]
+        answered = 1 - over["failed"] / over["requests"]
+        targets += [
+            Target(f"{server}: 2x, answered (200 or 503)", Range.of([answered]), at_least=1.0),
+            Target(
+                f"{server}: 2x, 0.5 s / median time to a 503",
+                Range.of([0.5 / over["median_to_503_s"]]) if over["shed_rps"] else Range.of([0]),
+                at_least=1.0,
+                unjudged=None if over["shed_rps"] else "nothing was shed",
+            ),
+            Target(
+                f"{server}: 2x, served / capacity",
+                Range.of([over["served_rps"] / over["capacity_rps"]]),
+                at_least=0.8,
+            ),
+            Target(
+                f"{server}: 2x, 5 s / p99 served", Range.of([5 / over["p99_served_s"]]), at_least=1
+            ),
+            Target(
+                f"{server}: after, 3 x p99 before / p99 after",
+                Range.of([3 * before["p99_served_s"] / after["p99_served_s"]]),
+                at_least=1.0,
+            ),
+        ]
+    for admission, runs in table[table["server"] == "ray"].groupby("admission", sort=False):
+        near = runs.set_index("step").loc["0.9x"]
+        targets.append(
+            Target(
+                f"ray (admission {admission}): 0.9x, served / offered",
+                Range.of([near["served_rps"] / near["offered_rps"]]),
+                at_least=0.85,
+            )
+        )
+    return Target.table(targets)
