@@ -2,12 +2,13 @@
 
 A server that queues every request it cannot serve yet makes every client wait longer
 for as long as an overload lasts, and computes answers for clients that gave up long
-ago. The bound follows from Little's law: the requests waiting in a server = the rate it
-serves them x the time each waits. To keep waits under `--max-queue-wait` seconds, admit
-at most `rate x max_queue_wait` requests beyond those being computed (a batch per model
-worker: `in_service`), with the rate measured as the server runs (completions per
-second, smoothed); `--max-queue` caps that number (it is also the bound until the first
-answers give a rate). Above the bound a request
+ago. The bound follows from Little's law: the requests in a server = the rate it serves
+them x the time each spends there. To keep that time under `--max-queue-wait` seconds,
+admit at most `rate x max_queue_wait` requests at once, with the rate measured as the
+server runs (completions per second, smoothed). The wait is never taken below two
+batches' time at that rate (`in_service`: a batch per model worker): a request may wait
+for the batch being computed, then for its own. `--max-queue` caps the number (it is
+also the bound until the first answers give a rate). Above the bound a request
 is answered at once, before its body is read, with 503, a `Retry-After` header and a
 JSON body that says why; it never joins a queue.
 
@@ -167,12 +168,19 @@ class Admission:
         self.meter = RateMeter()
         CURRENT = self  # one per HTTP process: what `/admission` reports
 
+    def wait_s(self) -> float:
+        """The wait bound now: `max_queue_wait`, but never less than two batches' time at
+        the measured rate (the batch being computed, then the request's own). A shorter
+        promise could only be kept by dropping requests after they had waited."""
+        rate = self.meter.rate
+        two_batches = 2 * self.bounds.in_service / rate if rate else 0.0
+        return max(self.bounds.max_queue_wait, two_batches)
+
     def bound(self) -> int | None:
         """How many requests may be in this process now (None: no admission control)."""
         if not self.bounds.on:
             return None
-        waiting = math.ceil(self.meter.rate * self.bounds.max_queue_wait)
-        derived = max(MIN_QUEUE, self.bounds.in_service + waiting)
+        derived = max(MIN_QUEUE, math.ceil(self.meter.rate * self.wait_s()))  # Little's law
         if self.meter.rate == 0:  # no answer yet, so no rate: the cap, or a cold-start bound
             derived = self.bounds.max_queue or COLD_QUEUE
         return min(derived, self.bounds.max_queue) if self.bounds.max_queue else derived
@@ -182,6 +190,7 @@ class Admission:
         return {
             "max_queue": self.bounds.max_queue,
             "max_queue_wait_s": self.bounds.max_queue_wait,
+            "wait_bound_now_s": round(self.wait_s(), 3),
             "bound_now": self.bound(),
             "in_flight": self.in_flight,
             "served_rps": round(self.meter.rate, 2),
@@ -198,7 +207,7 @@ class Admission:
         arrived = time.monotonic()
         state = scope.setdefault("state", {})
         state["admission_slot"] = slot
-        state["admission_deadline"] = arrived + self.bounds.max_queue_wait if bound else 0.0
+        state["admission_deadline"] = arrived + self.wait_s() if bound else 0.0
         answered, watcher = False, None
 
         async def watch_for_disconnect():
@@ -237,7 +246,7 @@ class Admission:
     async def _shed(self, send, bound: int) -> None:
         self.flags.count("shed_queue_full")
         rate = self.meter.rate
-        wait = self.in_flight / rate if rate else self.bounds.max_queue_wait
+        wait = self.in_flight / rate if rate else self.wait_s()
         serving = (
             f"serving {rate:.1f}/s, so a new one would wait about {wait:.1f} s"
             if rate
@@ -245,7 +254,7 @@ class Admission:
         )
         detail = (
             f"the server is at its queue bound ({self.in_flight} of {bound} requests in flight; "
-            f"{serving}; wait bound {self.bounds.max_queue_wait:g} s): retry after the "
+            f"{serving}; wait bound {self.wait_s():.2g} s): retry after the "
             "Retry-After delay"
         )
         body = json.dumps({"detail": detail}).encode()

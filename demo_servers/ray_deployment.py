@@ -2,12 +2,22 @@
 
 A replica is a Ray actor (a process) placed by Ray on any node of the cluster; Ray's
 HTTP proxy spreads requests over the replicas. In the replica, `read_image` checks the
-upload (a bad one gets its 4xx there and never joins a batch) and `@serve.batch` groups
-the replica's concurrent requests into one forward pass. `ray_server.py` deploys it,
-and so can Serve's own tools, by import path (`app`): `serve run`, or KubeRay's RayService.
+upload (a bad one gets its 4xx there and never joins a batch) and the hand-made
+`Batcher` of `fastapi_batching_server.py` groups the replica's concurrent requests into
+one forward pass. `ray_server.py` deploys it, and so can Serve's own tools, by import
+path (`app`): `serve run`, or KubeRay's RayService.
+
+Why not `@serve.batch`: in Ray 2.60 it forms the next batch as soon as requests arrive,
+while the model is still busy with the last one, and queues the formed batches for the
+model. Under load its batches stay at about arrival rate x timeout (1-2 requests on this
+project's CPU) however long the queue grows, so a replica offered more than it serves
+computes small batches, serves less, and falls further behind (notebook 06 measures
+it). The `Batcher` takes a batch only when the model is free, from everything that
+waited meanwhile: the longer the queue, the fuller the batch.
 """
 
 import asyncio
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
@@ -19,6 +29,7 @@ from ray import serve
 
 from demo_servers.admission import MAX_QUEUE_WAIT_S, Bounds
 from demo_servers.batching import BATCH_TIMEOUT_S, MAX_BATCH_SIZE
+from demo_servers.fastapi_batching_server import Batcher
 from demo_servers.limits import BODY_TIMEOUT_S
 from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
 from demo_servers.skeleton import create_skeleton
@@ -67,19 +78,22 @@ class ResNetDeployment:
             settings.max_batch_size,
         ).result()
         self.device_decoding = settings.preprocess == "gpu"
-        self.predict_batch.set_max_batch_size(settings.max_batch_size)
-        self.predict_batch.set_batch_wait_timeout_s(settings.batch_timeout)
+        predict = functools.partial(timed_forward, self.classifier.predict_inputs)
+        self.batcher = Batcher(
+            predict, self.inference, settings.max_batch_size, settings.batch_timeout
+        )
+        self.batching: asyncio.Task | None = None  # started on the replica's event loop
         self.body_timeout = settings.body_timeout
         self.settings = settings
         self.ready_at = settings.ready_replicas
         context = ray.get_runtime_context()
         self.served_by = f"node={context.get_node_id()[:8]} pid={os.getpid()}"
 
-    @serve.batch  # its sizes are set per replica from the settings, in __init__
-    async def predict_batch(self, images: list[ImageInput]) -> list[dict]:
-        loop = asyncio.get_running_loop()
-        model = self.classifier.predict_inputs
-        return await loop.run_in_executor(self.inference, timed_forward, model, images)
+    async def predict_batch(self, image: ImageInput) -> dict:
+        """Joins this replica's next batch; returns this image's answer."""
+        if self.batching is None:  # the first request: start batching on this loop
+            self.batching = asyncio.create_task(self.batcher.run())
+        return await self.batcher.submit(image)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         def not_ready(request) -> str | None:

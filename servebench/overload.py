@@ -19,27 +19,28 @@ STEPS = [(0.5, "before"), (0.9, "0.9x"), (2.0, "2x"), (0.5, "after")]
 
 
 async def overload_run(
-    label: str,
-    body: Body,
-    step_s: list[float],
-    admission: bool,
-    server: str | None = None,
-    **options,
+    label: str, body: Body, step_s: list[float], server: str | None = None, **options
 ) -> pd.DataFrame:
-    """Start server `server` (default: `label`) with admission control on (its default
-    bounds) or off, measure its capacity (closed loop, two batches in flight), then offer
-    the ramp of `STEPS`, each step `step_s` seconds long. One row per request, with
-    `step`, `capacity_rps` and `server` (the label)."""
-    bounds = {"max_queue_wait": MAX_QUEUE_WAIT_S if admission else 0}
-    with start_server(server or label, label=label, quiet=True, **options, **bounds) as running:
-        url = f"{running.url}/predict"
-        users = 2 * options.get("max_batch_size", 8)
-        await closed_loop(url, users, body, requests=users)  # warm-up
-        closed = pd.DataFrame(await closed_loop(url, users, body, requests=6 * users))
-        capacity = summarize(closed.assign(run_id=0))["throughput_rps"].iloc[0]
-        steps = [(factor * capacity, s) for (factor, _), s in zip(STEPS, step_s, strict=True)]
-        rows = pd.DataFrame(await ramp(url, steps, body))
-    return rows.assign(server=label, admission="on" if admission else "off", capacity_rps=capacity)
+    """Server `server` (default: `label`) offered the ramp of `STEPS`, each step `step_s`
+    seconds long, twice: with admission control off, then on (its default bounds), each
+    on a fresh server. The capacity the ramp is scaled to is measured once, on the first
+    (closed loop, two batches in flight), so both are offered the same. One row per
+    request, with `admission`, `step`, `capacity_rps` and `server` (the label)."""
+    runs, capacity = [], None
+    for admission in ("off", "on"):
+        bounds = {"max_queue_wait": MAX_QUEUE_WAIT_S if admission == "on" else 0}
+        name = server or label
+        with start_server(name, label=label, quiet=True, **options, **bounds) as running:
+            url = f"{running.url}/predict"
+            users = 2 * options.get("max_batch_size", 8)
+            await closed_loop(url, users, body, requests=users)  # warm-up
+            if capacity is None:
+                closed = pd.DataFrame(await closed_loop(url, users, body, requests=8 * users))
+                capacity = summarize(closed.assign(run_id=0))["throughput_rps"].iloc[0]
+            steps = [(f * capacity, t) for (f, _), t in zip(STEPS, step_s, strict=True)]
+            rows = pd.DataFrame(await ramp(url, steps, body))
+        runs.append(rows.assign(server=label, admission=admission, capacity_rps=capacity))
+    return pd.concat(runs, ignore_index=True)
 
 
 def where_time_went(rows: pd.DataFrame) -> pd.DataFrame:

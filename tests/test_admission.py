@@ -72,6 +72,11 @@ def test_the_bound_follows_the_served_rate():
     for k in range(40):
         gate.meter.record(k * 0.1)  # 10 answers per second
     assert gate.bound() == pytest.approx(20, abs=2)  # Little's law: 10/s x 2 s
+    batches = admission.Admission(None, admission.Bounds(0, 0.1, in_service=8))
+    for k in range(40):
+        batches.meter.record(k * 0.1)
+    assert batches.wait_s() == pytest.approx(1.6, abs=0.2)  # two batches of 8 at 10/s
+    assert batches.bound() == pytest.approx(16, abs=2)
     assert admission.Admission(None, admission.Bounds(5, 2.0)).bound() == 5
     assert admission.Admission(None, admission.Bounds(0, 0)).bound() is None  # off
 
