@@ -14,6 +14,7 @@ from servebench.ceilings import (
     ceiling_fractions,
     client_ceiling,
     client_headroom,
+    client_scaling,
     model_ceiling,
     timed_passes,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "ceiling_fractions",
     "client_ceiling",
     "client_headroom",
+    "client_scaling",
     "climb",
     "closed_loop",
     "cpu_ladder",

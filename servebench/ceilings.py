@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 
@@ -14,8 +16,9 @@ from tqdm.auto import tqdm
 from servebench.bodies import Body, request_body
 from servebench.load import burst, closed_loop, run_in_processes
 from servebench.paths import CAT_IMAGE, model_cache_dir
-from servebench.servers import start_server
+from servebench.servers import cpu_seconds, group_members, start_server
 from servebench.stats import STABILITY_TOLERANCE
+from servebench.verdicts import Range, Target
 
 __all__ = [
     "CeilingCheck",
@@ -24,6 +27,7 @@ __all__ = [
     "ceiling_fractions",
     "client_ceiling",
     "client_headroom",
+    "client_scaling",
     "model_ceiling",
     "time_forward_passes",
 ]
@@ -298,6 +302,7 @@ async def client_ceiling(
     with start_server("null", quiet=True, replace=False, **options) as server:
         url = f"{server.url}/predict"
         await burst(url, concurrency, body)  # warm-up
+        server_cpu = _group_cpu_s(server.process.pid)
         cpu, wall = time.process_time(), time.perf_counter()
         if processes == 1:
             rows = await closed_loop(url, concurrency, body, requests=requests)
@@ -307,6 +312,7 @@ async def client_ceiling(
                 "closed", processes, url, concurrency, body, requests=requests
             )
         wall = time.perf_counter() - wall
+        server_cpu = _group_cpu_s(server.process.pid) - server_cpu
     ok = [r for r in rows if r["status"] == 200]
     # the rate while all were sending: from the first send to the last answer
     span = max(r["end_s"] for r in ok) - min(r["start_s"] for r in ok) if ok else wall
@@ -319,8 +325,32 @@ async def client_ceiling(
         "errors": len(rows) - len(ok),
         "requests_per_s": len(ok) / span,
         "client_cpu_ms_per_request": 1000 * cpu / len(rows),
+        "server_cpu_ms_per_request": 1000 * server_cpu / len(rows),
         "payload_kib": len(body) / 1024,
     }
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds the live processes of a server's group have used."""
+    total = 0.0
+    for pid in group_members(pgid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
+def client_scaling(one: dict, many: dict, needed: float = 1.5) -> Target:
+    """The target "a client in several processes drives `needed` x one process" (two
+    `client_ceiling` results), with the run's own bound: client and null server share this
+    machine's cores, so no client can exceed cores / (client + server CPU per request)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu_ms = many["client_cpu_ms_per_request"] + many["server_cpu_ms_per_request"]
+    return Target(
+        f"{many['processes']} client processes vs one, against the null server",
+        Range.of([many["requests_per_s"] / one["requests_per_s"]]),
+        at_least=needed,
+        bound=1000 * cores / cpu_ms / one["requests_per_s"],
+    )
 
 
 def client_headroom(client: dict, served: float, needed: float = 3.0) -> str:

@@ -4,6 +4,7 @@ hardware-sized profile. What only a GPU can run is marked `gpu`; the same code o
 tested here."""
 
 import io
+import os
 
 import httpx
 import pandas as pd
@@ -336,3 +337,15 @@ def test_the_client_ceiling_in_several_processes_says_how_many():
     client = run_sync(helpers.client_ceiling(concurrency=8, requests=200, processes=2))
     assert (client["processes"], client["server_processes"], client["errors"]) == (2, 2, 0)
     assert client["requests"] == 200 and client["requests_per_s"] > 0
+    assert client["server_cpu_ms_per_request"] > 0  # the null server's group, measured
+
+
+def test_client_scaling_is_unreachable_when_the_shared_cores_rule_it_out():
+    one = {"processes": 1, "requests_per_s": 100.0}
+    costly = {"processes": 2, "requests_per_s": 110.0, "client_cpu_ms_per_request": 9.0}
+    bound = len(os.sched_getaffinity(0)) * 1000 / 19.0 / 100.0
+    scaling = helpers.client_scaling(one, {**costly, "server_cpu_ms_per_request": 10.0})
+    assert scaling.bound == pytest.approx(bound)
+    assert scaling.verdict == ("UNREACHABLE" if bound < 1.5 else "MISSED")
+    cheap = {**costly, "requests_per_s": 200.0, "client_cpu_ms_per_request": 0.1}
+    assert helpers.client_scaling(one, {**cheap, "server_cpu_ms_per_request": 0.1}).verdict == "MET"
