@@ -142,7 +142,8 @@ class Server:
         return f"http://{host}:{self.port}"
 
     def command(self) -> list[str]:
-        options = {**UNBOUNDED, **self.options}  # admission control only where asked for
+        # admission control only where asked for; a module of your own gets only its options
+        options = {**UNBOUNDED, **self.options} if self.name in SERVER_MODULES else self.options
         return [
             sys.executable, "-m", SERVER_MODULES.get(self.name, self.name),
             "--host", self.host, "--port", str(self.port), "--parent-pid", str(os.getpid()),
