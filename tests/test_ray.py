@@ -1,13 +1,7 @@
-"""Ray Serve (a local multi-node cluster, on loopback) and Locust, for real."""
+"""Ray Serve on a local multi-node cluster, on loopback, for real."""
 
 import asyncio
 import collections
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import httpx
 import pytest
@@ -20,10 +14,8 @@ from tests.support import (
     BODY_TIMEOUT_S,
     TIMEOUT,
     assert_a_bad_request_does_not_fail_its_batch,
-    assert_gone,
     burst,
     post_image,
-    processes_in_group,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a Ray cluster takes half a minute
@@ -127,78 +119,3 @@ def test_serve_tools_can_build_the_app_from_its_import_path():
     )
     assert (settings.max_batch_size, settings.batch_timeout) == (16, 0.01)
     assert isinstance(ray_deployment.app(settings), serve.Application)
-
-
-def ray_processes_of(pgid: int) -> list[str]:
-    return [p for p in processes_in_group(pgid) if "ray" in p or "gcs_server" in p]
-
-
-def test_stopping_ray_leaves_no_process_and_no_port():
-    server = helpers.start_server("ray", quiet=True, replace=False)
-    pgid = server.process.pid
-    members = processes_in_group(pgid)
-    assert any("gcs_server" in p for p in members) and any("raylet" in p for p in members)
-    server.stop()
-    assert_gone(server, pgid)
-
-
-def start_in_a_child(extra: str) -> subprocess.Popen:
-    """A Python process (a notebook kernel, say) that starts a Ray server, then `extra`."""
-    script = f"""
-        import helpers, time
-        server = helpers.start_server("ray", quiet=True)
-        print(server.process.pid, server.port, flush=True)
-        {extra}
-    """
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, text=True
-    )
-
-
-def wait_until_gone(pgid: int, port: int, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while (processes_in_group(pgid) or helpers.port_in_use(port)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert processes_in_group(pgid) == [] and not helpers.port_in_use(port)
-
-
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
-def test_ray_dies_with_a_killed_or_interrupted_parent(how):
-    """SIGKILL: a kernel killed outright (the watchdog stops Ray). SIGINT: Ctrl+C in a cell
-    (the helpers' exit handlers stop it)."""
-    parent = start_in_a_child("time.sleep(600)")
-    pgid, port = map(int, parent.stdout.readline().split())
-    assert ray_processes_of(pgid)
-    os.kill(parent.pid, how)
-    parent.wait(timeout=60)
-    wait_until_gone(pgid, port)
-
-
-def test_an_interrupted_ray_start_leaves_nothing():
-    """Ctrl+C while start_server waits for Ray to be ready."""
-    script = textwrap.dedent(
-        """
-        import helpers
-        helpers.start_server("ray", quiet=True)
-        """
-    )
-    parent = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 60
-    leader = None
-    while leader is None and time.monotonic() < deadline:
-        out = subprocess.run(
-            ["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True
-        )
-        for line in out.stdout.splitlines():
-            pid, ppid, args = line.split(None, 2)
-            if int(ppid) == parent.pid and "demo_servers.ray_server" in args:
-                leader = int(pid)
-        time.sleep(0.2)
-    assert leader, "the Ray server never started"
-    time.sleep(5)  # Ray is starting its nodes
-    os.kill(parent.pid, signal.SIGINT)
-    parent.wait(timeout=60)
-    deadline = time.monotonic() + 60
-    while processes_in_group(leader) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert processes_in_group(leader) == []
