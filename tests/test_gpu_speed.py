@@ -167,8 +167,10 @@ def test_cuda_graphs_give_the_eager_answers():
     assert float(difference.abs().max()) <= runtimes.TOLERANCE
 
 
-@pytest.fixture(scope="module", params=["fastapi_batching", "litserve"])
+@pytest.fixture(params=["fastapi_batching", "litserve"])
 def device_decoding_server(request):
+    """Used by one test: stopped right after it (an idle LitServe polls its queues, taking
+    about a quarter of a core from the tests after it)."""
     with helpers.start_server(
         request.param, replace=False, quiet=True, preprocess="gpu", max_batch_size=8,
         batch_timeout=0.2,
