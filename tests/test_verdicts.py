@@ -86,3 +86,26 @@ def test_best_of_names_a_winner_a_tie_or_refuses_single_runs():
     assert "max_batch_size=16" in lowest
     once = verdicts.best_of(grid.assign(runs=1), ["max_batch_size"], "most throughput")
     assert "no ranking" in once
+
+
+def test_the_overload_table_counts_served_shed_and_failed_per_step():
+    from servebench.overload import overload_targets, step_table
+
+    # one request a second in each 2 s step; in "0.9x" one is shed, one is answered late
+    rows = pd.DataFrame(
+        {
+            "step": [0, 0, 1, 1, 2, 2, 3, 3],
+            "start_s": [0, 1, 2, 3, 4, 5, 6, 7],
+            "latency_s": [0.2, 0.2, 3.5, 0.01, 0.3, 0.01, 0.4, 0.3],
+            "status": [200, 200, 200, 503, 200, 503, 200, 200],
+            "shed": [False, False, False, True, False, True, False, False],
+        }
+    ).assign(end_s=lambda r: r["start_s"] + r["latency_s"], capacity_rps=1.0)
+    rows = rows.assign(server="ray", admission="on")
+    table = step_table(rows, [2, 2, 2, 2]).set_index("step")
+    near = table.loc["0.9x"]
+    assert near["served_rps"] == 0  # its answer came in the next step
+    assert near["served_share"] == 0.5 and near["shed_rps"] == 0.5 and near["failed"] == 0
+    targets = overload_targets(table.reset_index())
+    assert targets.loc["ray (admission on): 0.9x, served / offered", "verdict"] == "MISSED"
+    assert targets.loc["ray: 2x, 0.5 s / median time to a 503", "verdict"] == "MET"
