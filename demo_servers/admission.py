@@ -212,8 +212,13 @@ class Admission:
 
         async def watch_for_disconnect():
             # Once the body is read, the next message is http.disconnect: the client left,
-            # or (after the answer) the exchange is over.
-            if (await receive())["type"] == "http.disconnect" and not answered:
+            # or (after the answer) the exchange is over. Ray Serve raises instead (its
+            # TaskCancelledError) when it cancels a request whose client left.
+            try:
+                message = await receive()
+            except Exception:
+                message = {"type": "http.disconnect"}
+            if message["type"] == "http.disconnect" and not answered:
                 self.flags.gone[slot] = 1
 
         async def body_receive():

@@ -296,7 +296,9 @@ def plot_climb(summary: pd.DataFrame):
 
 def plot_overload(rows: pd.DataFrame, step_s: list[float]):
     """Per server (rows) with admission control off and on (columns): requests served and
-    shed per second through the ramp, and the p99 latency of the served ones (right axis)."""
+    shed per second through the ramp, counted when their answer came (what the server
+    delivered), and the p99 latency of the served ones by the second they arrived (what
+    their clients got; right axis)."""
     import matplotlib.pyplot as plt
 
     servers = list(dict.fromkeys(rows["server"]))
@@ -308,23 +310,25 @@ def plot_overload(rows: pd.DataFrame, step_s: list[float]):
         for j, admission in enumerate(["off", "on"]):
             ax = axes[i][j]
             run = rows[(rows["server"] == server) & (rows["admission"] == admission)]
-            second = run["scheduled_s"].astype(int)
-            served = run[run["status"] == 200].groupby(second)["status"].size()
-            shed = run[run["shed"].astype(bool)].groupby(second)["status"].size()
+            answered = (run["scheduled_s"] + run["latency_s"]).fillna(-1).astype(int)
+            seconds = range(int(answered.max()) + 1)  # every second, the empty ones too
+            served = run["status"].eq(200).groupby(answered).sum().reindex(seconds, fill_value=0)
+            shed = run["shed"].astype(bool).groupby(answered).sum().reindex(seconds, fill_value=0)
             ax.plot(served.index, served.values, label="served/s", color="tab:green")
             ax.plot(shed.index, shed.values, label="shed/s (503)", color="tab:red")
-            latency = run[run["status"] == 200].groupby(second)["latency_s"].quantile(0.99)
+            ok = run[run["status"] == 200]
+            latency = ok.groupby(ok["scheduled_s"].astype(int))["latency_s"].quantile(0.99)
             twin = ax.twinx()
             twin.plot(latency.index, latency.values, ":", color="black", label="p99 latency")
-            twin.set_ylabel("p99 of served (s)")
+            twin.set_ylabel("p99 of served, by arrival (s)")
             for edge in edges:
                 ax.axvline(edge, color="gray", lw=0.5)
             ax.set_title(f"{server}, admission control {admission}")
-            ax.set_ylabel("requests/s")
+            ax.set_ylabel("answers/s")
             if i == 0 and j == 0:
                 ax.legend(loc="upper left")
                 twin.legend(loc="upper right")
-        axes[-1][0].set_xlabel("seconds (steps: 0.5x, 0.9x, 2x, 0.5x capacity)")
-        axes[-1][1].set_xlabel("seconds (steps: 0.5x, 0.9x, 2x, 0.5x capacity)")
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds (steps: 0.5x, 0.9x, 2x, 0.5x capacity; then the backlog)")
     figure.tight_layout()
     return figure

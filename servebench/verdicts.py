@@ -1,6 +1,8 @@
 """What a comparison of measured runs may conclude, and nothing more.
 
-A configuration measured several times is a range (its runs' min to max), not a point.
+A configuration measured several times is a range (its runs' min to max), not a point;
+a share counted once (e.g. of a step's requests served) is a range too, the interval
+chance alone could give it.
 Two configurations whose ranges overlap cannot be told apart by this run: the verdict
 is "inconclusive", never a winner. A target is MET or MISSED only when the whole range
 of the measured ratio lies on one side of it; a target that the run's own bound puts out
@@ -10,6 +12,7 @@ without a trustworthy yardstick is UNJUDGED.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -19,7 +22,8 @@ __all__ = ["Range", "Target", "best_of", "compare", "ranking"]
 
 @dataclass(frozen=True)
 class Range:
-    """The median of repeated readings and their min-max range."""
+    """The median of repeated readings and their min-max range (or a share and its interval:
+    `share`)."""
 
     median: float
     low: float
@@ -31,6 +35,17 @@ class Range:
         if series.empty:
             raise ValueError("a range needs at least one reading")
         return cls(float(series.median()), float(series.min()), float(series.max()))
+
+    @classmethod
+    def share(cls, hits: int, total: int) -> Range:
+        """The share `hits / total` of one run's events and its 95% (Wilson) interval: how
+        far chance alone could have moved a share counted over `total` events."""
+        if total <= 0:
+            raise ValueError("a share needs at least one event")
+        z2, p = 1.96**2, hits / total
+        centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+        half = math.sqrt(p * (1 - p) / total + z2 / (4 * total**2)) * 1.96 / (1 + z2 / total)
+        return cls(p, max(0.0, centre - half), min(1.0, centre + half))
 
     def overlaps(self, other: Range) -> bool:
         return self.low <= other.high and other.low <= self.high
@@ -125,8 +140,8 @@ class Target:
         if verdict == "UNREACHABLE":
             return f"this run's own bound is {self.bound:.2f}"
         if verdict == "INCONCLUSIVE":
-            return "the range over runs straddles the target"
-        return "the whole range over runs is on one side"
+            return "the measured range straddles the target"
+        return "the whole measured range is on one side"
 
     def row(self) -> dict:
         return {

@@ -65,6 +65,34 @@ def test_a_request_that_waited_past_the_wait_bound_is_not_served():
         assert admission_stats(server)["dropped_waited_too_long"] == codes.count(503)
 
 
+def test_a_receive_that_raises_after_the_body_means_the_client_left():
+    """Ray Serve cancels a request whose client left: `receive` raises, not disconnects."""
+    flags = admission.Flags()
+    seen = {}
+
+    async def app(scope, receive, send):
+        await receive()  # the body
+        await asyncio.sleep(0.05)  # meanwhile the watcher hears the news
+        seen["gone"] = flags.gone[scope["state"]["admission_slot"]]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    messages = iter([{"type": "http.request", "body": b"x", "more_body": False}])
+
+    async def receive():
+        message = next(messages, None)
+        if message is None:
+            raise RuntimeError("cancelled")  # as Ray's TaskCancelledError
+        return message
+
+    async def send(message):
+        pass
+
+    gate = admission.Admission(app, admission.Bounds(0, 1.0), flags)
+    asyncio.run(gate({"type": "http", "path": "/predict"}, receive, send))
+    assert seen["gone"] == 1
+
+
 def test_the_bound_follows_the_served_rate():
     bounds = admission.Bounds(max_queue=0, max_queue_wait=2.0)
     gate = admission.Admission(app=None, bounds=bounds)

@@ -203,6 +203,21 @@ def test_plots_draw_no_ceiling_the_check_refused():
     assert "fastapi, published (1 GPU)" in labels and "litserve, published (2 GPUs)" in labels
 
 
+def test_the_overload_plot_counts_answers_when_they_came():
+    # 20 arrivals in the first second, served one every 0.5 s, then 4 shed at once at 3.5 s
+    served = pd.DataFrame({"scheduled_s": 0.1, "latency_s": [0.5 * k for k in range(1, 21)]})
+    shed = pd.DataFrame({"scheduled_s": 3.5, "latency_s": [0.01] * 4})
+    run = pd.concat([served.assign(status=200, shed=False), shed.assign(status=503, shed=True)])
+    rows = pd.concat([run.assign(admission=a) for a in ("off", "on")]).assign(server="s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = helpers.plot_overload(rows, [2, 2, 2, 2]).axes[0]
+    served_line, shed_line = ax.get_lines()[:2]
+    assert list(served_line.get_xdata()) == list(range(11))  # every second, the empty ones too
+    assert max(served_line.get_ydata()) == 2 and sum(served_line.get_ydata()) == 20
+    assert list(shed_line.get_ydata()) == [0, 0, 0, 4] + [0] * 7
+
+
 def test_a_grid_leaves_settings_that_fell_behind_out_of_the_colour_scale():
     grid = fake_summary().query("server == 'litserve'").assign(stable=[True, False])
     grid["batch_timeout"] = [0.01, 0.05]
