@@ -18,9 +18,16 @@ from tests.support import processes_in_group
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+# Ctrl+C reaches a kernel as KeyboardInterrupt. A child inherits an ignored SIGINT (a
+# test run started in the background by a shell without job control has one), and Python
+# then installs no handler: the children restore Python's own first.
+RESTORE_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"
+
+
 def start_in_a_child(extra: str) -> subprocess.Popen:
     """A Python process (a notebook kernel, say) that starts a Ray server, then `extra`."""
     script = f"""
+        {RESTORE_SIGINT}
         import helpers, time
         server = helpers.start_server("ray", quiet=True)
         print(server.process.pid, server.port, flush=True)
@@ -55,7 +62,8 @@ def test_ray_dies_with_a_killed_or_interrupted_parent(how):
 def test_an_interrupted_ray_start_leaves_nothing():
     """Ctrl+C while start_server waits for Ray to be ready."""
     script = textwrap.dedent(
-        """
+        f"""
+        {RESTORE_SIGINT}
         import helpers
         helpers.start_server("ray", quiet=True)
         """
