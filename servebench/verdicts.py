@@ -42,9 +42,10 @@ class Range:
         far chance alone could have moved a share counted over `total` events."""
         if total <= 0:
             raise ValueError("a share needs at least one event")
-        z2, p = 1.96**2, hits / total
-        centre = (p + z2 / (2 * total)) / (1 + z2 / total)
-        half = math.sqrt(p * (1 - p) / total + z2 / (4 * total**2)) * 1.96 / (1 + z2 / total)
+        z, p = 1.96, hits / total  # z: 95% of a normal distribution lies within +-z
+        scale = 1 + z**2 / total
+        centre = (p + z**2 / (2 * total)) / scale
+        half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / scale
         return cls(p, max(0.0, centre - half), min(1.0, centre + half))
 
     def overlaps(self, other: Range) -> bool:
