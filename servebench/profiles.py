@@ -70,6 +70,7 @@ PROFILES = {
         # seconds at 0.5x, 0.9x, 2x, 0.5x capacity; 0.9x is judged by the share of its
         # arrivals served, so it runs long enough for about a hundred of them
         "overload_step_s": [10, 30, 20, 10],
+        "overload_capacity_repeats": 3,  # closed-loop readings of each server's capacity
         "overload_servers": {  # label -> options (`server`: which server, if not the label)
             "litserve": OVERLOAD_BATCHING,
             "fastapi_batching": OVERLOAD_BATCHING,
@@ -126,6 +127,7 @@ PROFILES = {
         "client_processes": 1,
         "climb_repeats": 1,
         "overload_step_s": [2, 2, 3, 2],
+        "overload_capacity_repeats": 1,
         "overload_servers": {  # Ray Serve in the full profile: its cluster starts slowly
             "litserve": OVERLOAD_BATCHING,
             "fastapi_batching": OVERLOAD_BATCHING,

@@ -109,8 +109,9 @@ def test_the_overload_table_counts_served_shed_and_failed_per_step():
             "status": [200, 200, 200, 503, 200, 503, 200, 200],
             "shed": [False, False, False, True, False, True, False, False],
         }
-    ).assign(end_s=lambda r: r["start_s"] + r["latency_s"], capacity_rps=1.0)
-    rows = rows.assign(server="ray", admission="on")
+    ).assign(end_s=lambda r: r["start_s"] + r["latency_s"])
+    capacity = {"capacity_rps": 1.0, "capacity_low": 1.0, "capacity_high": 1.0}
+    rows = rows.assign(server="ray", admission="on", **capacity)
     table = step_table(rows, [2, 2, 2, 2]).set_index("step")
     near = table.loc["0.9x"]
     assert near["served_rps"] == 0  # its answer came in the next step
@@ -119,3 +120,31 @@ def test_the_overload_table_counts_served_shed_and_failed_per_step():
     # one of two: chance alone could give anything from 0.09 to 0.91
     assert targets.loc["ray (admission on): 0.9x, served / offered", "verdict"] == "INCONCLUSIVE"
     assert targets.loc["ray: 2x, 0.5 s / median time to a 503", "verdict"] == "MET"
+
+
+def test_served_over_capacity_is_judged_against_every_capacity_reading():
+    from servebench.overload import overload_targets
+
+    steps = ["before", "0.9x", "2x", "after"]
+    table = pd.DataFrame(
+        {
+            "server": "litserve",
+            "admission": "on",
+            "step": steps,
+            "requests": [10, 18, 40, 10],
+            "served": [10, 18, 17, 10],
+            "served_rps": [5.0, 9.0, 8.5, 5.0],
+            "shed_rps": [0, 0, 11.0, 0],
+            "failed": 0,
+            "p99_served_s": [1.0, 1.5, 2.0, 1.0],
+            "median_to_503_ms": [None, None, 10.0, None],
+            "capacity_rps": 10.0,
+        }
+    )
+    name = "litserve: 2x, served / capacity"
+    # readings 9.5-10.5: 8.5 served is 0.81-0.89 of any of them
+    close = overload_targets(table.assign(capacity_low=9.5, capacity_high=10.5))
+    assert close.loc[name, "verdict"] == "MET"
+    # readings 8-12: 8.5 is 0.71-1.06 of them, on both sides of 0.8
+    spread = overload_targets(table.assign(capacity_low=8.0, capacity_high=12.0))
+    assert spread.loc[name, "verdict"] == "INCONCLUSIVE"
