@@ -13,8 +13,10 @@ import threading
 import time
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from demo_servers.admission import MAX_QUEUE_WAIT_S, Bounds
+from demo_servers.http_processes import SharedPort
 from demo_servers.limits import BODY_TIMEOUT_S, MAX_CONNECTIONS, uvicorn_options
 
 log = logging.getLogger("demo_servers")
@@ -145,30 +147,32 @@ def prepare_process(args: argparse.Namespace) -> None:
     exit_with_parent(args.parent_pid)
 
 
-def run_uvicorn(app, args: argparse.Namespace, **options) -> None:
-    """Serve an ASGI app (or an import string, with `options` such as workers=N) with the
-    HTTP limits and the options from the command line."""
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=args.access_log,
+def uvicorn_settings(args: argparse.Namespace) -> dict:
+    """uvicorn's settings from the command line, with the HTTP limits."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
         **uvicorn_options(args.max_connections),
-        **options,
-    )
+    }
 
 
 def serve(create_app, options: dict, args: argparse.Namespace) -> None:
-    """Serve `create_app(**options)` in `args.workers` processes sharing the port."""
+    """Serve `create_app(**options)` in `args.workers` processes sharing the port, each
+    listening on a socket of its own (`SharedPort`), supervised by uvicorn."""
     if args.workers == 1:
-        return run_uvicorn(create_app(**options), args)
+        return uvicorn.run(create_app(**options), **uvicorn_settings(args))
     # uvicorn starts each worker process from an import string: tell it which app to build
     module = create_app.__module__
     if module == "__main__":  # started with python -m demo_servers.<name>
         module = sys.modules["__main__"].__spec__.name
     os.environ[APP_FACTORY] = json.dumps({"factory": f"{module}:{create_app.__name__}", **options})
-    run_uvicorn(f"{__name__}:app_from_environment", args, factory=True, workers=args.workers)
+    app = f"{__name__}:app_from_environment"
+    config = uvicorn.Config(app, factory=True, workers=args.workers, **uvicorn_settings(args))
+    sockets = SharedPort(args.host, args.port, args.workers)
+    log.info("%d processes listening on %s:%d", args.workers, args.host, args.port)
+    Multiprocess(config, sockets=sockets).run()
 
 
 def app_from_environment():

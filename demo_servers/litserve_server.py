@@ -48,6 +48,7 @@ from demo_servers.cli import (
     prepare_process,
 )
 from demo_servers.hardware import cpu_threads_per_worker
+from demo_servers.http_processes import AllListening, ServedBy
 from demo_servers.limits import BodyLimits, uvicorn_options
 from demo_servers.litserve_workarounds import ResNetServer
 from demo_servers.preprocessing import Preprocessing
@@ -146,7 +147,12 @@ def build_server(args: argparse.Namespace) -> ResNetServer:
         timeout=args.timeout,
         restart_workers=True,
         callbacks=[supervision],
-        middlewares=[(BodyLimits, {"timeout_s": args.body_timeout}), ServerTiming],
+        middlewares=[
+            (BodyLimits, {"timeout_s": args.body_timeout}),
+            ServedBy,
+            AllListening,
+            ServerTiming,
+        ],
         model_metadata={
             "name": MODEL_ID,
             "weights": "random" if weights == RANDOM else "pretrained",

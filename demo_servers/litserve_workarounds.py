@@ -9,14 +9,19 @@ from contextlib import asynccontextmanager
 import litserve as ls
 import uvicorn
 
+from demo_servers.http_processes import SharedPort
+
 LITSERVE_HOSTS = ("0.0.0.0", "127.0.0.1", "::")  # the only hosts LitServe 0.2.19's run() takes
 
 
 class ResNetServer(ls.LitServer):
-    """LitServer with two small fixes for LitServe 0.2.19.
+    """LitServer with three small fixes for LitServe 0.2.19.
 
     - Any bind address: `run()` accepts only 0.0.0.0, 127.0.0.1 and :: and exits on
       others (localhost, ::1, one interface's address); we bind the socket uvicorn uses.
+    - HTTP processes that share the load: with `num_api_servers` > 1 its processes share
+      one listening socket, and one of them takes a burst of new connections; each gets
+      its own socket on the port instead (`SharedPort`).
     - A quick stop: on shutdown its HTTP process waits up to 1 s in a blocking read of the
       response queue; closing the queues first lets it exit at once.
     """
@@ -38,8 +43,11 @@ class ResNetServer(ls.LitServer):
         super().run(host=host if host in LITSERVE_HOSTS else "127.0.0.1", **kwargs)
 
     def _start_server(self, port, num_uvicorn_servers, log_level, sockets, *args, **kwargs):
-        if self._host not in LITSERVE_HOSTS:  # replace the placeholder socket
-            for sock in sockets:
+        if self._host not in LITSERVE_HOSTS or num_uvicorn_servers > 1:
+            for sock in sockets:  # replace the placeholder socket
                 sock.close()
-            sockets = [uvicorn.Config(self.app, host=self._host, port=port).bind_socket()]
+            if num_uvicorn_servers > 1:  # a socket per HTTP process (see http_processes.py)
+                sockets = SharedPort(self._host, port, num_uvicorn_servers)
+            else:
+                sockets = [uvicorn.Config(self.app, host=self._host, port=port).bind_socket()]
         return super()._start_server(port, num_uvicorn_servers, log_level, sockets, *args, **kwargs)

@@ -159,13 +159,17 @@ async def climb(
 
 
 def rung_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per rung and server: throughput (median and range over runs), p50/p99 latency, and
-    how busy the GPU was (where there is one)."""
+    """Per rung and server: throughput (median and range over runs), p50/p99 latency, the
+    share of the answers that the busiest HTTP process gave, and how busy the GPU was
+    (where there is one)."""
     rps = spread(summary, "throughput_rps", by=("rung", "server"))
     rows = rps.rename(columns={"median": "req/s", "min": "req/s min", "max": "req/s max"})
     latency = summary.groupby(["rung", "server"], sort=False)[["p50_ms", "p99_ms"]].median()
     table = rows.set_index(["rung", "server"])[["req/s", "req/s min", "req/s max", "runs"]]
     table = table.join(latency)
+    if "busiest_process_share" in summary:  # 50% with 2 HTTP processes sharing alike
+        busiest = summary.groupby(["rung", "server"], sort=False)["busiest_process_share"]
+        table = table.join((100 * busiest.median()).rename("busiest process %"))
     if "gpu_busy_pct" in summary:
         busy = summary.groupby(["rung", "server"], sort=False)["gpu_busy_pct"].median()
         table = table.join(busy.rename("GPU busy %"))

@@ -5,6 +5,7 @@ tested here."""
 
 import io
 import os
+import socket
 
 import httpx
 import pandas as pd
@@ -14,6 +15,7 @@ from PIL import Image
 
 import helpers
 from demo_servers import device_preprocessing, runtimes
+from demo_servers.http_processes import SharedPort
 from demo_servers.model import normalise, tensor
 from demo_servers.preprocessing import Preprocessing, decode_image, is_device_jpeg, open_image
 from demo_servers.schema import ImageInput
@@ -196,28 +198,36 @@ def test_a_server_decoding_on_the_device_answers_and_refuses_like_the_others(
     assert bomb.status_code == 422 and "too many pixels" in bomb.text
 
 
+def answering_processes(server, connections: int = 32) -> set[str]:
+    """The processes (`x-served-by`) that answered `connections` requests sent at once, each
+    on a connection of its own, as a load generator opens them."""
+    body = helpers.request_body(wire="raw")
+    rows = run_sync(helpers.burst(f"{server.url}/predict", connections, body, timeout=120.0))
+    assert [row["status"] for row in rows] == [200] * connections
+    return {row["served_by"] for row in rows}
+
+
 @pytest.mark.parametrize("name", ["fastapi_batching", "null"])
-def test_several_http_processes_share_one_port(name):
+def test_several_http_processes_share_one_port_and_its_connections(name):
     with helpers.start_server(name, replace=False, quiet=True, workers=2) as server:
         assert len(helpers.inference_workers(server)) == 2  # uvicorn's spawned workers
-        for _ in range(4):
-            response = httpx.post(
-                f"{server.url}/predict", content=images.good_images()["jpeg_rgb"],
-                headers={"content-type": "image/jpeg"}, timeout=TIMEOUT,
-            )  # fmt: skip
-            assert response.status_code == 200
+        # one shared socket let the first process to wake accept all 32 (measured: all)
+        assert len(answering_processes(server)) == 2
         if name != "null":
             assert server.info()["server"]["http_processes"] == 2
 
 
-def test_litserve_http_processes_are_an_option_and_reported():
+def test_litserve_http_processes_are_an_option_reported_and_share_the_connections():
     with helpers.start_server("litserve", replace=False, quiet=True, api_servers=2) as server:
         assert server.info()["model"]["http_processes"] == 2
-        response = httpx.post(
-            f"{server.url}/predict", content=images.good_images()["jpeg_rgb"],
-            headers={"content-type": "image/jpeg"}, timeout=TIMEOUT,
-        )  # fmt: skip
-        assert response.status_code == 200
+        assert len(answering_processes(server)) == 2
+
+
+def test_a_shared_port_refuses_one_another_server_listens_on():
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        with pytest.raises(OSError, match=f"port {port} is already served by another process"):
+            SharedPort("127.0.0.1", port, processes=2)
 
 
 def test_two_inference_threads_keep_two_batches_in_flight_with_the_same_answers(classifier):
@@ -314,6 +324,18 @@ def test_the_litserve_verdict_follows_the_ranges():
     assert "faster than the hand-batching FastAPI at: a (1.91x)" in verdict
     assert "slower at: no rung" in verdict
     assert "b (0.93x)" in verdict and "c (one run each, 0.75x)" in verdict
+
+
+def test_the_rung_table_shows_how_the_http_processes_shared_the_answers():
+    summary = pd.DataFrame(
+        {
+            "rung": ["processes"] * 2, "server": ["litserve", "fastapi_batching"],
+            "throughput_rps": [10.0, 9.0], "p50_ms": 100.0, "p99_ms": 200.0,
+            "busiest_process_share": [0.5, 1.0],
+        }
+    )  # fmt: skip
+    table = climb.rung_table(summary)
+    assert list(table["busiest process %"]) == [50.0, 100.0]
 
 
 def test_a_load_in_several_processes_is_one_run_on_one_clock(null_server):

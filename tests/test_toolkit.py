@@ -140,6 +140,13 @@ def test_statistics_on_fixed_data():
     assert row["max_ms"] == pytest.approx(400)
 
 
+def test_the_busiest_process_share_counts_answers_only():
+    assert "busiest_process_share" not in helpers.summarize(FIXED)  # no x-served-by
+    served_by = ["pid=1", "pid=1", "pid=1", "pid=2", "pid=2"]  # the last one failed
+    row = helpers.summarize(FIXED.assign(served_by=served_by)).iloc[0]
+    assert row["busiest_process_share"] == pytest.approx(3 / 4)
+
+
 def test_spread_over_repeats():
     summary = pd.DataFrame({"server": "s", "mode": "burst", "level": 10, "x": [3.0, 1.0, 2.0]})
     table = helpers.spread(summary, "x").iloc[0]
