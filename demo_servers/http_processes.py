@@ -7,8 +7,9 @@ the whole backlog per wake-up. Measured on 2 cores: two FastAPI processes, 16
 connections, one process did all the work and served half the rate of a single process
 with both cores. `SharedPort` gives each process a listening socket of its own on the same
 port (`SO_REUSEPORT`, Linux), and the kernel spreads new connections among them by a hash
-of the client's address and port. `ServedBy` says in every answer which process served it
-(`x-served-by`), so a client can check the spread.
+of the client's address and port (elsewhere the option exists but may not spread them).
+`AllListening` keeps `/health` at 503 until every process listens, and `ServedBy` says in
+every answer which process served it (`x-served-by`), so a client can check the spread.
 """
 
 from __future__ import annotations

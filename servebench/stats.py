@@ -56,6 +56,8 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
     timed = [
         c for c in [*STAGE_COLUMNS, "server_ms"] if c in requests and requests[c].notna().any()
     ]
+    # the same columns for every run, or apply() stacks them into one long Series
+    by_process = "served_by" in requests and requests["served_by"].notna().any()
 
     def one_run(run: pd.DataFrame) -> pd.Series:
         ok = run[run["status"] == 200]
@@ -82,9 +84,9 @@ def summarize(requests: pd.DataFrame, by: list[str] | None = None) -> pd.DataFra
         stats["max_send_lag_ms"] = run["send_lag_s"].max() * 1000
         stats.update({column: ok[column].median() for column in timed})
         stats.update({column: run[column].iloc[0] for column in GPU_COLUMNS if column in run})
-        if "served_by" in ok and ok["served_by"].notna().any():  # x-served-by: the process
-            # 1/N where N processes (HTTP processes, replicas) answered alike; 1 where one did
-            stats["busiest_process_share"] = ok["served_by"].value_counts(normalize=True).max()
+        if by_process:  # 1/N where N processes (HTTP processes, replicas) answered alike
+            shares = ok["served_by"].value_counts(normalize=True)  # Locust's rows name none
+            stats["busiest_process_share"] = shares.max() if len(shares) else float("nan")
         if "server_ms" in timed:  # the client, the network, waiting to be read
             stats["outside_ms"] = (latency_ms - ok["server_ms"]).median()
             stats["mean_batch_size"] = ok["batch_size"].mean()

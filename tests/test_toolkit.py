@@ -145,6 +145,9 @@ def test_the_busiest_process_share_counts_answers_only():
     served_by = ["pid=1", "pid=1", "pid=1", "pid=2", "pid=2"]  # the last one failed
     row = helpers.summarize(FIXED.assign(served_by=served_by)).iloc[0]
     assert row["busiest_process_share"] == pytest.approx(3 / 4)
+    unnamed = FIXED.assign(run_id="r2", served_by=None)  # e.g. Locust's rows, beside ours
+    both = helpers.summarize(pd.concat([FIXED.assign(served_by=served_by), unnamed]))
+    assert list(both["requests"]) == [5, 5] and both["busiest_process_share"].isna().iloc[1]
 
 
 def test_spread_over_repeats():
