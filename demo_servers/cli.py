@@ -171,7 +171,7 @@ def serve(create_app, options: dict, args: argparse.Namespace) -> None:
     app = f"{__name__}:app_from_environment"
     config = uvicorn.Config(app, factory=True, workers=args.workers, **uvicorn_settings(args))
     sockets = SharedPort(args.host, args.port, args.workers)
-    log.info("%d processes listening on %s:%d", args.workers, args.host, args.port)
+    log.info("%d processes to listen on %s:%d", args.workers, args.host, args.port)
     Multiprocess(config, sockets=sockets).run()
 
 

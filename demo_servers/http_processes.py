@@ -24,6 +24,7 @@ from starlette.responses import PlainTextResponse
 __all__ = ["SERVED_BY", "AllListening", "ServedBy", "SharedPort"]
 
 SERVED_BY = "x-served-by"
+_SERVED_BY_NAME = SERVED_BY.encode()  # as ASGI headers carry it
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -120,9 +121,9 @@ class ServedBy:
         async def send_with_pid(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == SERVED_BY.encode() for name, _ in headers):
+                if not any(name.lower() == _SERVED_BY_NAME for name, _ in headers):
                     pid = f"pid={os.getpid()}".encode()  # now: a forked process has its own
-                    message = {**message, "headers": [*headers, (SERVED_BY.encode(), pid)]}
+                    message = {**message, "headers": [*headers, (_SERVED_BY_NAME, pid)]}
             await send(message)
 
         await self.app(scope, receive, send_with_pid)

@@ -30,6 +30,7 @@ from ray import serve
 from demo_servers.admission import MAX_QUEUE_WAIT_S, Bounds
 from demo_servers.batching import BATCH_TIMEOUT_S, MAX_BATCH_SIZE
 from demo_servers.fastapi_batching_server import Batcher
+from demo_servers.http_processes import SERVED_BY
 from demo_servers.limits import BODY_TIMEOUT_S
 from demo_servers.schema import ImageInput, PredictResponse, read_image, respond
 from demo_servers.skeleton import create_skeleton
@@ -124,7 +125,7 @@ class ResNetDeployment:
         async def predict(image: Annotated[ImageInput, Depends(read_image)]):
             answer = await self.predict_batch(image)  # joins this replica's next batch
             response = respond(answer, image)
-            response.headers["x-served-by"] = self.served_by
+            response.headers[SERVED_BY] = self.served_by
             return response
 
         return app

@@ -26,6 +26,7 @@ import time
 import httpx
 import pandas as pd
 
+from demo_servers.http_processes import SERVED_BY
 from demo_servers.timing import STAGES, TOTAL, ServerTiming, Stages, parse_header
 from servebench.bodies import Body
 from servebench.notebook import run_sync
@@ -92,7 +93,7 @@ async def timed_request(
             row["error"] = response.text[:200]
             row["shed"] = is_shed(response.status_code, response.headers)
         row.update(server_timings(response.headers.get("server-timing")))
-        row["served_by"] = response.headers.get("x-served-by")  # Ray Serve: node and replica
+        row["served_by"] = response.headers.get(SERVED_BY)  # the process (Ray: and its node)
     except httpx.HTTPError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"[:200]
     row["end_s"] = time.perf_counter() - t0
